@@ -1,0 +1,155 @@
+"""Settings read from the environment (``TRACE_*``) by the CLI entry point only.
+
+Libraries and services take the explicit, frozen config objects built from these settings
+(:meth:`Settings.follower`, ...), never the environment. Any external service given here
+(``TRACE_DATABASE_URL``, ``TRACE_KAFKA_BOOTSTRAP``, ``TRACE_RPC_URL``) replaces the embedded one
+that ``trace up`` would otherwise start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MONAD_TESTNET_CHAIN_ID = 10143
+
+
+class Settings(BaseSettings):
+    """Everything a Trace process can be told from outside. Env vars are ``TRACE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACE_", frozen=True, extra="ignore")
+
+    home: Path = Field(Path(".trace"), description="State, data and logs of the local stack")
+    host: str = Field("127.0.0.1", description="Address every embedded service binds to")
+    chain_id: int = Field(MONAD_TESTNET_CHAIN_ID, description="Chain id the follower expects")
+    block_time: float = Field(0.4, description="Block time of the embedded anvil, seconds")
+
+    pg_port: int = Field(55432, description="Port of the embedded Postgres")
+    kafka_port: int = Field(19092, description="Port of the embedded broker (tansu)")
+    anvil_port: int = Field(18545, description="Port of the embedded anvil (HTTP and WebSocket)")
+    follower_metrics_port: int = Field(19101, description="Prometheus port of the follower")
+    sink_metrics_port: int = Field(19102, description="Prometheus port of the hot-table sink")
+    sink_web_port: int = Field(16066, description="Faust web port of the hot-table sink")
+
+    database_url: SecretStr | None = Field(None, description="External Postgres (replaces embedded)")
+    kafka_bootstrap: str | None = Field(None, description="External Kafka API (replaces tansu)")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible schema registry; without it messages use Avro "
+        "single-object encoding"
+    )
+    rpc_url: str | None = Field(None, description="External JSON-RPC URL (replaces anvil)")
+    ws_url: str | None = Field(None, description="External WebSocket URL for newHeads")
+    object_store: str | None = Field(None, description="Object store URL or directory")
+
+    traffic: bool = Field(True, description="Run the dev-chain traffic generator under `up`")
+    traffic_tx_per_block: int = Field(20, description="Transactions per block the generator aims at")
+    reorg_every: float = Field(0.0, description="Seconds between injected reorgs (0 = none)")
+    reorg_min_depth: int = Field(1, description="Smallest injected reorg depth")
+    reorg_max_depth: int = Field(3, description="Largest injected reorg depth")
+
+    # -- resolved endpoints -------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"postgresql://postgres@{self.host}:{self.pg_port}/postgres"
+
+    @property
+    def resolved_kafka_bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def resolved_rpc_url(self) -> str:
+        return self.rpc_url or f"http://{self.host}:{self.anvil_port}"
+
+    @property
+    def resolved_ws_url(self) -> str | None:
+        if self.ws_url:
+            return self.ws_url
+        if self.rpc_url is None:
+            return f"ws://{self.host}:{self.anvil_port}"
+        return None
+
+    @property
+    def resolved_object_store(self) -> str:
+        return self.object_store or str((self.home / "objects").resolve())
+
+    def follower(self) -> FollowerConfig:
+        return FollowerConfig(
+            chain_id=self.chain_id,
+            rpc_url=self.resolved_rpc_url,
+            ws_url=self.resolved_ws_url,
+            kafka_bootstrap=self.resolved_kafka_bootstrap,
+            schema_registry_url=self.schema_registry_url,
+            database_url=SecretStr(self.resolved_database_url),
+            metrics_host=self.host,
+            metrics_port=self.follower_metrics_port,
+        )
+
+    def sink(self) -> SinkConfig:
+        return SinkConfig(
+            chain_id=self.chain_id,
+            kafka_bootstrap=self.resolved_kafka_bootstrap,
+            schema_registry_url=self.schema_registry_url,
+            database_url=SecretStr(self.resolved_database_url),
+            web_host=self.host,
+            web_port=self.sink_web_port,
+            metrics_port=self.sink_metrics_port,
+            data_dir=self.home / "faust",
+        )
+
+
+def blocks_topic(chain_id: int) -> str:
+    """The topic carrying one chain's block and reorg events, in chain order."""
+    return f"trace.chain.{chain_id}.blocks"
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+class FollowerConfig(BaseModel):
+    """What the block follower needs; built by the CLI, never read from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chain_id: int
+    rpc_url: str
+    ws_url: str | None = None
+    kafka_bootstrap: str
+    schema_registry_url: str | None = None
+    database_url: SecretStr
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    window: int = Field(128, description="Canonical blocks kept to detect reorgs")
+    batch_size: int = Field(50, description="Blocks fetched per JSON-RPC batch while catching up")
+    poll_interval: float = Field(0.05, description="Head polling interval when no WebSocket")
+    start_block: int | None = Field(None, description="First block when no cursor exists")
+
+    @property
+    def topic(self) -> str:
+        return blocks_topic(self.chain_id)
+
+
+class SinkConfig(BaseModel):
+    """What the Faust hot-table sink needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chain_id: int
+    kafka_bootstrap: str
+    schema_registry_url: str | None = None
+    database_url: SecretStr
+    web_host: str = "127.0.0.1"
+    web_port: int = 16066
+    metrics_port: int | None = None
+    data_dir: Path = Path(".trace/faust")
+    batch_max: int = 500
+    batch_within: float = 0.02
+
+    @property
+    def topic(self) -> str:
+        return blocks_topic(self.chain_id)

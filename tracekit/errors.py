@@ -1,0 +1,51 @@
+"""Trace's exception tree.
+
+One root, :class:`TraceError`. Each subclass's docstring is its default message. Errors a retry
+can cure derive from :class:`RetryableError`; the rest are permanent. Driver errors are mapped
+at the adapter that meets them (``raise ... from exc``), so callers never match on text.
+"""
+
+from __future__ import annotations
+
+
+class TraceError(Exception):
+    """Trace failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class RetryableError(TraceError):
+    """A transient failure; the same call may succeed later."""
+
+
+class ConfigError(TraceError):
+    """The configuration is invalid."""
+
+
+class RpcError(TraceError):
+    """The JSON-RPC endpoint returned an error."""
+
+
+class RpcUnavailable(RetryableError):
+    """The JSON-RPC endpoint cannot be reached."""
+
+
+class BadRpcData(TraceError):
+    """The JSON-RPC endpoint returned data that does not have the expected shape."""
+
+
+class ChainMismatch(ConfigError):
+    """The node serves a different chain id than configured."""
+
+
+class SchemaError(TraceError):
+    """An Avro schema is invalid or incompatible."""
+
+
+class DecodeError(TraceError):
+    """A message could not be decoded."""
+
+
+class StackError(TraceError):
+    """The local stack could not be started or inspected."""
