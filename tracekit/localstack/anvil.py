@@ -1,0 +1,73 @@
+"""The embedded chain: anvil from the pinned npm package, at 0.4 s blocks and Monad's chain id."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracekit.errors import StackError
+from tracekit.localstack.process import ensure_port_free, spawn, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def anvil_binary() -> Path:
+    """The anvil binary from ``node_modules`` (``npm ci`` installs it), else one on PATH."""
+    local = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+    if local.exists():
+        return local
+    found = shutil.which("anvil")
+    if found:
+        return Path(found)
+    raise StackError("anvil not found: run `npm ci` in the repository (or `make venv`)")
+
+
+def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
+    """The chain id served at ``url``, or None when nothing answers there."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(json.loads(response.read())["result"], 16)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@dataclass(frozen=True)
+class AnvilSpec:
+    host: str = "127.0.0.1"
+    port: int = 18545
+    chain_id: int = 10143
+    block_time: float = 0.4
+    accounts: int = 20
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+def start_anvil(spec: AnvilSpec, log_path: Path, *, timeout: float = 15.0) -> subprocess.Popen[bytes]:
+    ensure_port_free("anvil", spec.host, spec.port)
+    argv = [
+        str(anvil_binary()),
+        "--host", spec.host,
+        "--port", str(spec.port),
+        "--chain-id", str(spec.chain_id),
+        "--accounts", str(spec.accounts),
+        "--balance", "1000000",
+        "--gas-limit", "300000000",
+    ]
+    if spec.block_time > 0:
+        argv += ["--block-time", str(spec.block_time)]
+    proc = spawn(argv, log_path)
+    wait_until(lambda: rpc_chain_id(spec.rpc_url) == spec.chain_id, timeout=timeout,
+               what="anvil", proc=proc, log_path=log_path)
+    return proc
