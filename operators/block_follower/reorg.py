@@ -2,9 +2,10 @@
 
 :class:`ChainWindow` is the follower's view of the canonical chain it has already emitted: the
 last ``size`` blocks, each linked to its parent by hash. :func:`advance` is a generator in the
-sans-I/O style (psycopg's ``generators.py``): it *yields* the block numbers it needs from the
-node and is *sent* what the node returned (``None`` for a height the node does not have); it
-*returns* the events to emit, in order. The I/O shell (``follower.py``) drives it against real
+sans-I/O style (psycopg's ``generators.py``): it *yields* a :class:`Fetch` of the heights it
+needs and is *sent* what the node returned (``None`` for a height the node does not have); it
+*returns* the events to emit, in order. Heights wanted only to find a common ancestor are asked
+for as headers (``Fetch.full`` false). The I/O shell (``follower.py``) drives it against real
 JSON-RPC; the property tests drive it against a simulated chain.
 
 Reorgs are detected two ways, as the node shows them:
@@ -115,13 +116,20 @@ class ChainWindow:
         return tuple(reversed(dropped))
 
 
-Need = Sequence[int]
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """A request to the I/O shell: these heights, full blocks or headers only (``full=False``)."""
+
+    numbers: tuple[int, ...]
+    full: bool = True
+
+
 Got = Sequence[B | None]
 
 
 def advance(
     window: ChainWindow, head: BlockRef, *, max_blocks: int, start: int | None = None
-) -> Generator[Need, Got[B], list[Event[B]]]:
+) -> Generator[Fetch, Got[B], list[Event[B]]]:
     """Bring ``window`` up to (at most ``max_blocks`` towards) ``head``; return events to emit.
 
     ``start`` is the first height to emit when the window is empty (defaults to the head).
@@ -148,7 +156,7 @@ def advance(
     if not wanted:
         return events
 
-    got = yield wanted
+    got = yield Fetch(tuple(wanted))
     for number, block in zip(wanted, got, strict=True):
         if block is None:
             break  # the node lost it meanwhile (reorg to a shorter chain); next round sees it
@@ -168,7 +176,7 @@ def advance(
 _WALK_CHUNK = 8
 
 
-def _walk_back(window: ChainWindow, tip: BlockRef, from_number: int) -> Generator[Need, Got[B], Reorg]:
+def _walk_back(window: ChainWindow, tip: BlockRef, from_number: int) -> Generator[Fetch, Got[B], Reorg]:
     """Find the highest height at or below ``from_number`` where the node agrees with us."""
     floor = tip.number - len(window.blocks) + 1
     node_hashes: dict[int, str | None] = {}
@@ -180,7 +188,7 @@ def _walk_back(window: ChainWindow, tip: BlockRef, from_number: int) -> Generato
                 f"at or above block {floor}"
             )
         chunk = list(range(height, max(floor, height - _WALK_CHUNK + 1) - 1, -1))
-        got = yield chunk
+        got = yield Fetch(tuple(chunk), full=False)
         for number, block in zip(chunk, got, strict=True):
             node_hash = block.ref.hash if block is not None else None
             node_hashes[number] = node_hash

@@ -19,6 +19,7 @@ from operators.block_follower.reorg import (
     BlockRef,
     ChainWindow,
     Event,
+    Fetch,
     NewBlock,
     Reorg,
     ReorgTooDeep,
@@ -62,11 +63,11 @@ class Node:
         return Blk(self.chain[number]) if 0 <= number < len(self.chain) else None
 
 
-def drive(gen: Generator[list[int], list[Blk | None], list[Event[Blk]]], node: Node) -> list[Event[Blk]]:
+def drive(gen: Generator[Fetch, list[Blk | None], list[Event[Blk]]], node: Node) -> list[Event[Blk]]:
     try:
         need = next(gen)
         while True:
-            need = gen.send([node.get(n) for n in need])
+            need = gen.send([node.get(n) for n in need.numbers])
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
