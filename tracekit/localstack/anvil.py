@@ -8,8 +8,9 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tracekit.errors import StackError
+from tracekit.errors import RpcUnavailable, StackError
 from tracekit.localstack.process import ensure_port_free, spawn, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,14 +27,23 @@ def anvil_binary() -> Path:
     raise StackError("anvil not found: run `npm ci` in the repository (or `make venv`)")
 
 
-def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
-    """The chain id served at ``url``, or None when nothing answers there."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+def rpc_request(url: str, method: str, *params: Any, timeout: float = 2.0) -> Any:
+    """One synchronous JSON-RPC call (for the stack's checks); raises :class:`RpcUnavailable`."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
     request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return int(json.loads(response.read())["result"], 16)
-    except (OSError, ValueError, KeyError):
+            reply = json.loads(response.read())
+        return reply["result"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RpcUnavailable(f"{method} failed at {url}: {exc}") from exc
+
+
+def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
+    """The chain id served at ``url``, or None when nothing answers there."""
+    try:
+        return int(rpc_request(url, "eth_chainId", timeout=timeout), 16)
+    except (RpcUnavailable, ValueError, TypeError):
         return None
 
 

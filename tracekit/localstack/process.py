@@ -23,6 +23,9 @@ def port_is_open(host: str, port: int, timeout: float = 0.2) -> bool:
 def ensure_port_free(name: str, host: str, port: int) -> None:
     """Fail with one clear line when ``port`` is taken by something we did not start."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: a port left in TIME_WAIT by a server we just stopped is free (servers set it
+        # too); on Linux the bind still fails while anything listens there.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -82,12 +85,12 @@ def wait_until(
         if check():
             return
         if proc is not None and proc.poll() is not None:
-            raise StackError(f"{what} exited with code {proc.returncode}{_last_line(log_path)}")
+            raise StackError(f"{what} exited with code {proc.returncode}{log_suffix(log_path)}")
         time.sleep(0.05)
-    raise StackError(f"{what} not ready after {timeout:.0f}s{_last_line(log_path)}")
+    raise StackError(f"{what} not ready after {timeout:.0f}s{log_suffix(log_path)}")
 
 
-def _last_line(log_path: Path | None) -> str:
+def log_suffix(log_path: Path | None) -> str:
     if log_path is None or not log_path.exists():
         return ""
     lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -95,17 +98,41 @@ def _last_line(log_path: Path | None) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] != "Z"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat``), to detect pid reuse."""
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat is not None else None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state first), or None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2:].split()
 
 
 def stop_pid(pid: int, *, timeout: float = 10.0, group: bool = True) -> None:
-    """SIGTERM the process (group), then SIGKILL after ``timeout``."""
+    """SIGTERM the process (group), then SIGKILL after ``timeout``.
+
+    The group is signalled only when ``pid`` leads it (as :func:`spawn` arranges), else the process.
+    """
+    if group:
+        with contextlib.suppress(OSError):
+            group = os.getpgid(pid) == pid
+
     def send(sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if group:
@@ -114,11 +141,19 @@ def stop_pid(pid: int, *, timeout: float = 10.0, group: bool = True) -> None:
                 os.kill(pid, sig)
 
     send(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
+    if _wait_gone(pid, timeout):
+        return
     send(signal.SIGKILL)
+    _wait_gone(pid, 2.0)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+        if not pid_alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

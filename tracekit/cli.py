@@ -1,0 +1,118 @@
+"""``trace``: one entry point, a subcommand group per component.
+
+Only this module reads the environment (``TRACE_*``, see ``trace <cmd> --help``); everything
+below it takes explicit config. Errors a user can fix print as one line, ``error: ...``, with a
+non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from pydantic import ValidationError
+
+from tracekit.config import Settings
+from tracekit.errors import TraceError
+
+app = typer.Typer(
+    name="trace",
+    help="Trace: follow an EVM chain through reorgs into Kafka and Postgres.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The Postgres state and hot-data schema.", no_args_is_help=True)
+follower_app = typer.Typer(help="The block_follower source operator.", no_args_is_help=True)
+sink_app = typer.Typer(help="The Faust hot-table sink.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(follower_app, name="follower")
+app.add_typer(sink_app, name="sink")
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from TRACE_* env vars, with CLI options (those not None) taking precedence."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise TraceError(f"invalid setting TRACE_{field.upper()}: {first['msg']}") from exc
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the numbered SQL migrations not applied yet (idempotent). Env: TRACE_DATABASE_URL."""
+    from tracekit.db import migrate
+
+    applied = migrate(settings().resolved_database_url)
+    typer.echo(f"applied {len(applied)} migration(s)")
+    for migration in applied:
+        typer.echo(f"  {migration.version:04d} {migration.name}")
+
+
+@follower_app.command("run")
+def follower_run(
+    from_block: Annotated[
+        int | None, typer.Option(help="First block when there is no cursor yet (default: the head)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Blocks per JSON-RPC batch while catching up")] = 50,
+) -> None:
+    """Follow the chain head: Avro block/reorg events onto the chain's topic, cursor in Postgres.
+
+    Env: TRACE_RPC_URL, TRACE_WS_URL, TRACE_KAFKA_BOOTSTRAP, TRACE_DATABASE_URL, TRACE_CHAIN_ID,
+    TRACE_SCHEMA_REGISTRY_URL, TRACE_FOLLOWER_METRICS_PORT.
+    """
+    from operators.block_follower.follower import run_follower
+
+    _logging()
+    config = settings().follower().model_copy(update={"start_block": from_block, "batch_size": batch_size})
+    asyncio.run(run_follower(config))
+
+
+@sink_app.command("run")
+def sink_run() -> None:
+    """Run the Faust worker that keeps the hot tables equal to the canonical chain.
+
+    Env: TRACE_KAFKA_BOOTSTRAP, TRACE_DATABASE_URL, TRACE_CHAIN_ID, TRACE_SINK_WEB_PORT,
+    TRACE_SINK_METRICS_PORT.
+    """
+    import faust
+    from prometheus_client import start_http_server
+
+    from streams.hot_sink.agent import make_app
+    from tracekit.kafka import ensure_topics
+
+    config = settings().sink()
+    ensure_topics(config.kafka_bootstrap, {config.topic: 1, f"{config.topic}.dlq": 1})
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.web_host)
+    faust_app = make_app(config)
+    faust.Worker(faust_app, loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except TraceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The embedded object store: a local directory (``HOME/objects``) that pyarrow and DuckDB read.
+
+An object store given as a URL (``TRACE_OBJECT_STORE=s3://...``) is external: the stack neither
+creates nor checks it, and ``status`` reports its health as unknown (null).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tracekit.errors import StackError
+from tracekit.localstack.runfiles import make_dirs
+
+
+def local_object_dir(store: str) -> Path | None:
+    """The directory behind ``store`` (a path or ``file://`` URL), None for a remote store."""
+    parsed = urlparse(store)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
+        return None
+    return Path(store)
+
+
+def ensure_object_dir(path: Path) -> Path:
+    """Create the object-store directory; fail with one line when it is not writable."""
+    try:
+        make_dirs(path, mode=0o755)
+    except OSError as exc:
+        raise StackError(f"objects: cannot create {path}: {exc.strerror}") from exc
+    if not objects_healthy(path):
+        raise StackError(f"objects: {path} is not writable")
+    return path
+
+
+def objects_healthy(path: Path) -> bool:
+    """A file can be created and removed in ``path``."""
+    probe = path / f".health-{uuid.uuid4().hex}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return True

