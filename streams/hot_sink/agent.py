@@ -23,7 +23,7 @@ from streams.hot_sink.plan import REORG, InvalidEvent, check_event, plan
 from streams.hot_sink.writer import HotTableWriter
 from tracekit.avro.wire import AvroCodec
 from tracekit.config import SinkConfig, dead_letter_topic
-from tracekit.errors import DecodeError
+from tracekit.errors import DecodeError, RetryableError
 
 log = logging.getLogger("trace.sink")
 
@@ -76,6 +76,16 @@ def make_app(config: SinkConfig) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def decode_with_retry(payload: bytes) -> tuple[str, dict[str, Any]]:
+        delay = 0.2
+        while True:
+            try:
+                return codec.decode(payload)
+            except RetryableError as exc:  # e.g. the schema registry is unreachable: wait, never drop
+                log.warning("cannot decode yet, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     @app.agent(source, name="hot-sink")
     async def hot_sink(stream: Any) -> None:
         async for batch in stream.take_events(config.batch_max, within=config.batch_within):
@@ -83,7 +93,7 @@ def make_app(config: SinkConfig) -> faust.App:
             for event in batch:
                 message = event.message
                 try:
-                    name, datum = codec.decode(message.value)
+                    name, datum = await decode_with_retry(message.value)
                     check_event(config.chain_id, name, datum)
                 except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
                     await send_to_dead_letter(dlq, message, "decode", f"{type(exc).__name__}: {exc}")
