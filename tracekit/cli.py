@@ -16,6 +16,7 @@ import click
 import typer
 from pydantic import ValidationError
 
+from operators.devchain.cli import app as devchain_app
 from tracekit.config import Settings
 from tracekit.errors import TraceError
 
@@ -32,6 +33,7 @@ sink_app = typer.Typer(help="The Faust hot-table sink.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(follower_app, name="follower")
 app.add_typer(sink_app, name="sink")
+app.add_typer(devchain_app, name="devchain")
 
 
 def settings(**overrides: Any) -> Settings:

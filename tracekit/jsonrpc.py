@@ -72,29 +72,45 @@ class RpcClient:
         return self._result(method, await self._post(orjson.dumps(request)))
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
-        """Send ``calls`` as one JSON-RPC batch; results come back in call order."""
+        """Send ``calls`` as one JSON-RPC batch; results come back in call order.
+
+        The first call that failed raises its :class:`RpcError`; see :meth:`batch_settled`.
+        """
+        results = await self.batch_settled(calls)
+        for result in results:
+            if isinstance(result, RpcError):
+                raise result
+        return results
+
+    async def batch_settled(self, calls: Sequence[Call]) -> list[Any]:
+        """Like :meth:`batch`, but a failed call's :class:`RpcError` takes its place in the list.
+
+        Transport failures and malformed replies still raise.
+        """
         if not calls:
             return []
         first = next(self._ids)
+        for _ in range(len(calls) - 1):  # keep ids unique for the next call
+            next(self._ids)
         requests = [
             {"jsonrpc": "2.0", "id": first + i, "method": m, "params": list(p)}
             for i, (m, p) in enumerate(calls)
         ]
-        # keep ids unique for the next call
-        for _ in range(len(calls) - 1):
-            next(self._ids)
         replies = await self._post(orjson.dumps(requests))
         if not isinstance(replies, list):
             # Some nodes answer a whole batch with one error object.
             self._result(calls[0][0], replies)
             raise BadRpcData("batch reply is not a JSON array")
         by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
-        results = []
+        results: list[Any] = []
         for i, (method, _params) in enumerate(calls):
             reply = by_id.get(first + i)
             if reply is None:
                 raise BadRpcData(f"{method}: batch reply is missing id {first + i}")
-            results.append(self._result(method, reply))
+            try:
+                results.append(self._result(method, reply))
+            except RpcError as exc:
+                results.append(exc)
         return results
 
 

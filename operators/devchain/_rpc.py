@@ -7,37 +7,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from tracekit.errors import BadRpcData, RpcError, TraceError
 from tracekit.jsonrpc import Call, RpcClient, hex_to_int
 
 
 async def batch_settled(rpc: RpcClient, calls: Sequence[Call]) -> list[Any | RpcError]:
-    """Like ``rpc.batch`` but one call's error does not hide the others' results.
-
-    Each entry is the call's result, or the :class:`RpcError` it failed with. Transport errors
-    (``RpcUnavailable``) and a malformed reply still raise.
-    """
-    if not calls:
-        return []
-    requests = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in enumerate(calls)]
-    # RpcClient.batch raises on the first failed call; a traffic batch needs every outcome.
-    replies = await rpc._post(orjson.dumps(requests))
-    if not isinstance(replies, list):
-        RpcClient._result(calls[0][0], replies)
-        raise BadRpcData("batch reply is not a JSON array")
-    by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
-    results: list[Any | RpcError] = []
-    for i, (method, _params) in enumerate(calls):
-        reply = by_id.get(i)
-        if reply is None:
-            raise BadRpcData(f"{method}: batch reply is missing id {i}")
-        try:
-            results.append(RpcClient._result(method, reply))
-        except RpcError as exc:
-            results.append(exc)
-    return results
+    """Each call's result, or the :class:`RpcError` it failed with (see ``RpcClient.batch_settled``)."""
+    return await rpc.batch_settled(calls)
 
 
 async def block_number(rpc: RpcClient) -> int:

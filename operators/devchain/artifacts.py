@@ -15,7 +15,8 @@ from tracekit.errors import TraceError
 DEVCHAIN_DIR = Path(__file__).resolve().parent
 CONTRACTS_DIR = DEVCHAIN_DIR / "contracts"
 ARTIFACTS_DIR = DEVCHAIN_DIR / "artifacts"
-REBUILD_COMMAND = "node operators/devchain/build_contracts.js"
+REBUILD_COMMAND = "node operators/devchain/build_contracts.js"  # from the repository root
+BUILD_SCRIPT = DEVCHAIN_DIR / "build_contracts.js"
 CONTRACT_NAMES = ("TraceToken", "TraceStaking")
 
 

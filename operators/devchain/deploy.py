@@ -30,6 +30,10 @@ DEPLOY_GAS = 3_000_000
 SETUP_GAS = 120_000
 
 
+class ContractsMissing(TraceError):
+    """The dev-chain contracts are not on this chain (never deployed, reorged away, or reset)."""
+
+
 @dataclass(frozen=True)
 class Deployment:
     """Where the dev-chain contracts live and who drives traffic against them."""

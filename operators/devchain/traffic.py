@@ -3,9 +3,11 @@
 Each new head, :func:`run_traffic` plans one block of transactions and sends them as ONE JSON-RPC
 batch of ``eth_sendTransaction`` (anvil's accounts are unlocked) with explicit ``gas`` and
 ``nonce``: anvil runs a batch's calls concurrently, so node-assigned nonces would collide. It then
-reads the new blocks and their receipts; a reorg (parent hash mismatch), a rejected send or a
-reverted transaction marks the planner's view stale, and the driver resynchronises: it drops its
-accounts' pool transactions, waits one block, and reloads nonces, balances and delegations.
+reads the new blocks, their receipts and its accounts' ``pending`` nonces. A reorg (parent hash
+mismatch), a rejected send, a reverted transaction or a nonce that differs from the driver's own
+count (its mined transactions were dropped by a reorg it could not see, or someone else uses the
+accounts) marks the planner's view stale; before the next batch the driver then drops its
+accounts' pool transactions and reloads nonces, balances and delegations at ``latest``.
 
 :func:`inject_reorg` and :func:`run_reorgs` drive ``anvil_reorg``.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from operators.devchain._rpc import batch_settled, block_number
 from operators.devchain.abi import decode_uint256, normalize_address
 from operators.devchain.artifacts import staking_artifact, token_artifact
-from operators.devchain.deploy import Deployment, is_deployed
+from operators.devchain.deploy import ContractsMissing, Deployment, is_deployed
 from operators.devchain.plan import (
     DEFAULT_VALIDATORS,
     PlanState,
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_VALIDATORS",
     "GAS_LIMITS",
     "BlockObserved",
+    "ContractsMissing",
     "PlanState",
     "ReorgInjected",
     "ReplacedBlock",
@@ -91,7 +94,12 @@ def _cp(tx: TxRequest) -> str:
 
 @dataclass
 class TrafficStats:
-    """Counters of a traffic run. ``failed`` = sends the node rejected; ``reverted`` = mined, status 0."""
+    """Counters of a traffic run.
+
+    ``sent``/``failed``: sends the node accepted/rejected. ``mined``: transactions (anyone's) in the
+    blocks seen. ``reverted``: the generator's transactions mined with status 0. ``reorgs``: blocks
+    whose parent was not the block seen before at that height. ``resyncs``: state reloads.
+    """
 
     blocks: int = 0
     sent: int = 0
@@ -108,12 +116,12 @@ class TrafficStats:
 
 @dataclass(frozen=True)
 class BlockObserved:
-    """One new block seen by the driver (all its transactions, not only the generator's)."""
+    """One new block seen by the driver."""
 
     number: int
     hash: str
-    tx_count: int
-    reverted: int
+    tx_count: int  # all its transactions, not only the generator's
+    reverted: int  # the generator's transactions in it that reverted
     gas_used: int
     reorg: bool  # its parent is not the block the driver saw before at that height
 
@@ -138,39 +146,31 @@ class _TrafficDriver:
         validators: Sequence[str],
         on_block: Callable[[BlockObserved], None] | None,
         poll_interval: float,
+        stats: TrafficStats | None,
     ) -> None:
         self.rpc = rpc
         self.deployment = deployment
         self.mix = mix
         self.rng = random.Random(seed)
         self.accounts = deployment.accounts
+        self.account_set = frozenset(a.lower() for a in self.accounts)
         self.state = PlanState(validators=tuple(normalize_address(v) for v in validators))
         self.nonces: dict[str, int] = {}
         self.hashes: dict[int, str] = {}
-        self.stats = TrafficStats()
+        self.stats = stats if stats is not None else TrafficStats()
         self.on_block = on_block
         self.poll_interval = poll_interval
         self.stale = True  # the planner's view must be (re)loaded before planning
-        self.pool_cleared = False
 
     async def run(self, stop: asyncio.Event) -> TrafficStats:
-        if not await is_deployed(self.rpc, self.deployment):
-            raise TraceError(
-                f"no dev-chain contracts at {self.deployment.token}/{self.deployment.staking} on this "
-                "chain; deploy first"
-            )
         last = await block_number(self.rpc)
         while True:
             head = await self._next_head(last, stop)
             if head is None:
                 return self.stats
             if self.stale:
-                if not self.pool_cleared:
-                    await self._clear_pool()  # state is read one block later
-                else:
-                    await self._load_state(head)
-            if not self.stale:
-                await self._send_block()
+                await self._resync()
+            await self._send_block()
             await self._observe(last, head)
             last = head
 
@@ -182,13 +182,20 @@ class _TrafficDriver:
             if await _wait_stop(stop, self.poll_interval):
                 return None
 
-    async def _clear_pool(self) -> None:
-        with contextlib.suppress(RpcError):  # not anvil: nothing to clear, state is read anyway
-            await self.rpc.batch([("anvil_removePoolTransactions", [a]) for a in self.accounts])
-        self.pool_cleared = True
+    async def _resync(self) -> None:
+        """Drop the accounts' pool transactions, then reload nonces, balances and delegations.
 
-    async def _load_state(self, head: int) -> None:
-        tag = hex(head)
+        The driver acts right after a new head, long before the next block is mined, so once the
+        pool holds none of its transactions ``latest`` is the state its next batch executes on.
+        """
+        with contextlib.suppress(RpcError):  # not anvil: nothing to drop, state is read anyway
+            await self.rpc.batch([("anvil_removePoolTransactions", [a]) for a in self.accounts])
+        if not await is_deployed(self.rpc, self.deployment):
+            raise ContractsMissing(
+                f"no dev-chain contracts at {self.deployment.token} / {self.deployment.staking} on this "
+                "chain (reorged away or chain reset?); deploy again"
+            )
+        tag = "latest"
         token, staking = token_artifact(), staking_artifact()
         validators = self.state.validators
         calls: list[Call] = [("eth_getTransactionCount", [a, tag]) for a in self.accounts]
@@ -216,7 +223,6 @@ class _TrafficDriver:
             raise BadRpcData(f"unexpected eth_call result while loading traffic state: {exc}") from exc
         self.state = PlanState(validators, balances, delegations)
         self.stale = False
-        self.pool_cleared = False
         self.stats.resyncs += 1
 
     async def _send_block(self) -> None:
@@ -238,10 +244,15 @@ class _TrafficDriver:
         rewound = head < last
         first = head if rewound else max(last + 1, head - _MAX_BLOCKS_READ + 1)
         numbers = range(first, head + 1)
-        calls: list[Call] = []
+        calls: list[Call] = [("eth_getTransactionCount", [a, "pending"]) for a in self.accounts]
         for n in numbers:
             calls += [("eth_getBlockByNumber", [hex(n), False]), ("eth_getBlockReceipts", [hex(n)])]
         results = await self.rpc.batch(calls)
+        pending = results[: len(self.accounts)]
+        results = results[len(self.accounts) :]
+        for account, count in zip(self.accounts, pending, strict=True):
+            if hex_to_int(count, "eth_getTransactionCount") != self.nonces.get(account):
+                self.stale = True
         for i, n in enumerate(numbers):
             block, receipts = results[2 * i], results[2 * i + 1]
             if not isinstance(block, dict) or not isinstance(receipts, list):
@@ -254,7 +265,10 @@ class _TrafficDriver:
                 number=n,
                 hash=str(block.get("hash")),
                 tx_count=len(block.get("transactions") or ()),
-                reverted=sum(isinstance(r, dict) and r.get("status") == "0x0" for r in receipts),
+                reverted=sum(
+                    isinstance(r, dict) and r.get("status") == "0x0" and r.get("from") in self.account_set
+                    for r in receipts
+                ),
                 gas_used=hex_to_int(block.get("gasUsed"), "block.gasUsed"),
                 reorg=reorg,
             )
@@ -281,10 +295,17 @@ async def run_traffic(
     on_block: Callable[[BlockObserved], None] | None = None,
     validators: Sequence[str] = DEFAULT_VALIDATORS,
     poll_interval: float = 0.02,
+    stats: TrafficStats | None = None,
 ) -> TrafficStats:
-    """Send ``mix.tx_per_block`` transactions per new block until ``stop`` is set; return counters."""
+    """Send ``mix.tx_per_block`` transactions per new block until ``stop`` is set; return counters.
+
+    Raises :class:`ContractsMissing` when the deployment's contracts are not (or no longer) on the
+    chain; the caller may :func:`~operators.devchain.deploy.deploy` again and restart. Counters
+    go to ``stats`` when given (so they survive such a restart), else to a new object.
+    """
     driver = _TrafficDriver(
-        rpc, deployment, mix, seed=seed, validators=validators, on_block=on_block, poll_interval=poll_interval
+        rpc, deployment, mix, seed=seed, validators=validators, on_block=on_block,
+        poll_interval=poll_interval, stats=stats,
     )
     return await driver.run(stop)
 
@@ -352,6 +373,8 @@ async def inject_reorg(
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ConfigError(f"reorg depth must be an integer >= 1, got {depth!r}")
+    if depth > await block_number(rpc):
+        raise ConfigError(f"reorg depth {depth} exceeds the chain height {await block_number(rpc)}")
     if txs is None:
         accounts = await rpc.call("eth_accounts")
         if not isinstance(accounts, list) or len(accounts) < 2:
@@ -364,8 +387,6 @@ async def inject_reorg(
             raise ConfigError(f"reorg tx block offset must be in [0, {depth - 1}], got {offset}")
     await _fresh_head(rpc, align_timeout)
     head = await block_number(rpc)
-    if depth > head:
-        raise ConfigError(f"reorg depth {depth} exceeds the chain height {head}")
     numbers = list(range(head - depth + 1, head + 1))
     old = await _hashes(rpc, numbers)
     await rpc.call("anvil_reorg", depth, [[dict(tx), offset] for tx, offset in txs])

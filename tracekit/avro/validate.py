@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tracekit.avro.names import PRIMITIVES, collect_named, full_name, resolve, type_label
+from tracekit.avro.names import PRIMITIVES, collect_named, definition_name, resolve, type_label
 
 _INT_RANGE = (-(2**31), 2**31 - 1)
 _LONG_RANGE = (-(2**63), 2**63 - 1)
@@ -36,7 +36,7 @@ class _Explainer:
         if kind in PRIMITIVES:
             return self._primitive(kind, datum, path)
         if kind in ("record", "error"):
-            return self._record(schema, datum, path)
+            return self._record(schema, datum, path, namespace)
         if kind == "enum":
             if datum not in schema.get("symbols", []):
                 return f"{path}: {_short(datum)} is not a symbol of enum {schema.get('name')}"
@@ -89,12 +89,11 @@ class _Explainer:
         what = "null" if datum is None else type(datum).__name__
         return f"{path}: expected {kind}, got {what} ({_short(datum)})"
 
-    def _record(self, schema: dict[str, Any], datum: Any, path: str) -> str | None:
-        name = str(schema.get("name"))
+    def _record(self, schema: dict[str, Any], datum: Any, path: str, namespace: str) -> str | None:
         if not isinstance(datum, Mapping):
+            name = type_label(schema, namespace)
             return f"{path}: expected a {name} record (a mapping), got {type(datum).__name__}"
-        namespace = full_name(name, schema.get("namespace")).rpartition(".")[0]
-        names = set()
+        names: set[str] = set()
         for fld in schema.get("fields", []):
             names.add(fld["name"])
             field_path = f"{path}.{fld['name']}"
@@ -113,5 +112,5 @@ class _Explainer:
 
 def explain(schema: dict[str, Any], datum: Any, path: str | None = None) -> str | None:
     """The first reason ``datum`` does not fit the expanded record ``schema``, or None if it fits."""
-    root = path or str(schema.get("name"))
+    root = path or definition_name(schema, "")
     return _Explainer(schema).problem(schema, datum, root, "")

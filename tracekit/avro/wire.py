@@ -121,8 +121,8 @@ class AvroCodec:
         try:
             schemaless_writer(out, rec.parsed, datum, strict_allow_default=self.strict)
         except Exception as exc:
-            detail = explain(rec.schema, datum) or f"{type(exc).__name__}: {exc}"
-            raise SchemaError(f"cannot encode {record_name}: {detail}") from exc
+            detail = explain(rec.schema, datum) or f"{record_name}: {type(exc).__name__}: {exc}"
+            raise SchemaError(f"cannot encode {detail}") from exc
         return out.getvalue()
 
     # -- decoding -----------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""The embedded chain: anvil from the pinned npm package, at 0.4 s blocks and Monad's chain id."""
+"""The embedded chain: anvil from the pinned npm package, at 0.4 s blocks and Monad's chain id.
+
+With ``AnvilSpec.state_path`` the chain (blocks, hashes, state) is loaded from that file at start
+and written to it when anvil exits on SIGTERM, so ``trace down`` + ``up`` keeps the same chain that
+Postgres holds cursors and hot rows for. A kill -9 loses what was mined since the last start.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ class AnvilSpec:
     chain_id: int = 10143
     block_time: float = 0.4
     accounts: int = 20
+    state_path: Path | None = None  # `--state`: loaded at start when present, written on SIGTERM
 
     @property
     def rpc_url(self) -> str:
@@ -77,6 +83,9 @@ def start_anvil(spec: AnvilSpec, log_path: Path, *, timeout: float = 15.0) -> su
     ]
     if spec.block_time > 0:
         argv += ["--block-time", str(spec.block_time)]
+    if spec.state_path is not None:
+        spec.state_path.parent.mkdir(parents=True, exist_ok=True)
+        argv += ["--state", str(spec.state_path)]
     proc = spawn(argv, log_path)
     wait_until(lambda: rpc_chain_id(spec.rpc_url) == spec.chain_id, timeout=timeout,
                what="anvil", proc=proc, log_path=log_path)

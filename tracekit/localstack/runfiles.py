@@ -3,6 +3,7 @@
 Everything the stack owns lives under one directory::
 
     HOME/data/postgres   Postgres data dir (owned by uid 65534 when we run as root)
+    HOME/data/anvil      the embedded chain, per chain id (written when anvil stops)
     HOME/objects         the object store
     HOME/logs/NAME.log   one log per process
     HOME/run/NAME.pid    "PID START_TICKS" of each process we started
@@ -45,6 +46,9 @@ class StackPaths:
     @property
     def pg_data(self) -> Path:
         return self.home / "data" / "postgres"
+
+    def anvil_state(self, chain_id: int) -> Path:
+        return self.home / "data" / "anvil" / f"{chain_id}.json"
 
     @property
     def objects(self) -> Path:

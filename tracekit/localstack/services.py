@@ -87,10 +87,13 @@ def _cli(*args: str) -> tuple[str, ...]:
 def default_services(settings: Settings) -> list[ServiceSpec]:
     """follower, sink, and the dev-chain traffic generator when it drives the embedded anvil."""
     env = child_env(settings)
+    metrics = f"http://{settings.host}:{{}}/metrics"
     services = [
-        ServiceSpec("follower", _cli("follower", "run"), env, ports=(settings.follower_metrics_port,)),
+        ServiceSpec("follower", _cli("follower", "run"), env, ports=(settings.follower_metrics_port,),
+                    ready_url=metrics.format(settings.follower_metrics_port)),
         ServiceSpec("sink", _cli("sink", "run"), env,
-                    ports=(settings.sink_metrics_port, settings.sink_web_port)),
+                    ports=(settings.sink_metrics_port, settings.sink_web_port),
+                    ready_url=metrics.format(settings.sink_metrics_port)),
     ]
     if settings.traffic and settings.rpc_url is None:
         services.append(ServiceSpec("traffic", _cli(

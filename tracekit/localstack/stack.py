@@ -8,8 +8,11 @@ supervisor daemon. It returns once everything is healthy, and is idempotent: a p
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,17 +20,24 @@ import psycopg
 
 from tracekit.config import Settings, blocks_topic, dead_letter_topic
 from tracekit.db import migrate
-from tracekit.errors import ChainMismatch, ConfigError, StackError
+from tracekit.errors import ChainMismatch, ConfigError, RpcUnavailable, StackError
 from tracekit.localstack import supervision
-from tracekit.localstack.anvil import AnvilSpec, rpc_chain_id, start_anvil
+from tracekit.localstack.anvil import AnvilSpec, rpc_chain_id, rpc_request, start_anvil
 from tracekit.localstack.objects import ensure_object_dir, local_object_dir
-from tracekit.localstack.postgres import PostgresSpec, postgres_healthy, postmaster_pid, start_postgres, stop_postgres
+from tracekit.localstack.postgres import (
+    PostgresSpec,
+    postgres_healthy,
+    postmaster_pid,
+    start_postgres,
+    stop_postgres,
+)
 from tracekit.localstack.process import stop_pid, wait_until
 from tracekit.localstack.runfiles import StackPaths, live_pid, mask_url, save_settings, write_pid
 from tracekit.localstack.services import ServiceSpec, supervised_services
+from tracekit.localstack.supervision import EMBEDDED
 from tracekit.localstack.tansu import TansuSpec, ensure_topics, kafka_healthy, start_tansu
 
-EMBEDDED = ("postgres", "tansu", "anvil")  # process names; supervised services may not use them
+PURGED = ("run", "data", "logs", "objects", "faust")  # what `down --purge` deletes under home
 
 
 @dataclass
@@ -96,7 +106,8 @@ def _rpc(settings: Settings, paths: StackPaths, report: UpReport) -> None:
     if settings.rpc_url is not None:
         report.external.append("rpc")
     else:
-        spec = AnvilSpec(settings.host, settings.anvil_port, settings.chain_id, settings.block_time)
+        spec = AnvilSpec(settings.host, settings.anvil_port, settings.chain_id, settings.block_time,
+                         state_path=paths.anvil_state(settings.chain_id))
         _ensure("anvil", paths, lambda: rpc_chain_id(url) is not None,
                 lambda: start_anvil(spec, paths.log("anvil")).pid, report)
     served = rpc_chain_id(url, timeout=5.0)
@@ -105,6 +116,36 @@ def _rpc(settings: Settings, paths: StackPaths, report: UpReport) -> None:
     if served != settings.chain_id:
         raise ChainMismatch(f"chain id mismatch: node at {mask_url(url)} serves {served}, "
                             f"configured {settings.chain_id} (set TRACE_CHAIN_ID)")
+
+
+def _check_continuity(settings: Settings) -> None:
+    """Fail when the node lacks the oldest block of the follower's window: the follower could not
+    find a common ancestor and would crash-loop (the embedded anvil lost its chain, say)."""
+    url = settings.resolved_rpc_url
+    try:
+        with psycopg.connect(settings.resolved_database_url, connect_timeout=3, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT block_number, block_hash FROM state.follower_window WHERE chain_id = %s"
+                " ORDER BY block_number LIMIT 1", (settings.chain_id,)).fetchone()
+        if row is None:
+            return
+        block = rpc_request(url, "eth_getBlockByNumber", hex(int(row[0])), False)
+    except (psycopg.Error, RpcUnavailable):
+        return
+    if not isinstance(block, dict) or block.get("hash") != row[1]:
+        why = ("the embedded anvil lost its chain (killed without `trace down`?)" if settings.rpc_url is None
+               else f"the node at {mask_url(url)} does not have it")
+        raise StackError(f"rpc: block {row[0]} ({str(row[1])[:12]}...) that the follower emitted for chain "
+                         f"{settings.chain_id} is not on the node: {why}; `trace down --purge` starts over")
+
+
+@contextlib.contextmanager
+def _exclusive(paths: StackPaths) -> Iterator[None]:
+    """One ``up`` / ``down`` at a time per home: a second one waits, then finds the work done."""
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    with (paths.run_dir / "stack.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def up(settings: Settings, *, services: Sequence[ServiceSpec] | None = None,
@@ -118,12 +159,21 @@ def up(settings: Settings, *, services: Sequence[ServiceSpec] | None = None,
     if clash:
         raise ConfigError(f"supervised service name {clash[0]!r} is reserved")
     paths.create()
+    with _exclusive(paths):
+        report = _up(settings, paths, specs, say=say, timeout=timeout)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def _up(settings: Settings, paths: StackPaths, specs: Sequence[ServiceSpec], *,
+        say: Callable[[str], None], timeout: float) -> UpReport:
     report = UpReport()
     _postgres(settings, paths, report)
     say("postgres ready")
     _kafka(settings, paths, report)
     say("kafka ready")
     _rpc(settings, paths, report)
+    _check_continuity(settings)
     say("rpc ready")
     objects = local_object_dir(settings.resolved_object_store)
     if objects is not None:
@@ -131,20 +181,33 @@ def up(settings: Settings, *, services: Sequence[ServiceSpec] | None = None,
     ensure_topics(settings.resolved_kafka_bootstrap, stack_topics(settings))
     save_settings(paths, settings)
     supervision.ensure_supervisor(settings, paths, specs, report=report, timeout=timeout, say=say)
-    report.seconds = time.monotonic() - began
     return report
 
 
-def down(home: Path, *, say: Callable[[str], None] = lambda message: None) -> list[str]:
-    """Stop every process of the stack in ``home`` that a pid file names; returns their names."""
+def down(home: Path, *, purge: bool = False, say: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Stop every process of the stack in ``home`` that a pid file names; returns their names.
+
+    ``purge`` then deletes what the stack keeps in ``home`` (:data:`PURGED`; ``home`` itself when
+    that leaves it empty) so that the next ``up`` starts over.
+    """
     paths = StackPaths.at(home)
+    if not paths.home.is_dir():
+        return []
+    with _exclusive(paths):
+        stopped = _down(paths, say)
+    if purge:
+        _purge(paths, say)
+    return stopped
+
+
+def _down(paths: StackPaths, say: Callable[[str], None]) -> list[str]:
     stopped = supervision.stop_supervisor(paths)
     for name in stopped:
         say(f"stopped {name}")
     for name in ("anvil", "tansu"):
         pid = live_pid(paths.pid_file(name))
         if pid is not None:
-            stop_pid(pid)
+            stop_pid(pid, timeout=30.0)  # anvil writes its chain to disk on SIGTERM
             stopped.append(name)
             say(f"stopped {name}")
         paths.pid_file(name).unlink(missing_ok=True)
@@ -158,3 +221,12 @@ def down(home: Path, *, say: Callable[[str], None] = lambda message: None) -> li
             live_pid(pid_file)  # removes stale ones
     return stopped
 
+
+def _purge(paths: StackPaths, say: Callable[[str], None]) -> None:
+    if paths.run_dir.is_dir() and any(live_pid(pid_file) for pid_file in paths.run_dir.glob("*.pid")):
+        raise StackError(f"not purging {paths.home}: a process of the stack still runs")
+    for sub in PURGED:  # only what the stack creates, never the whole directory blindly
+        shutil.rmtree(paths.home / sub, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        paths.home.rmdir()
+    say(f"deleted the data, logs and state in {paths.home}")

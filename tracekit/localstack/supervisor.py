@@ -17,8 +17,10 @@ pid files and its own, and exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -61,7 +63,7 @@ class Supervisor:
         self.cwd = cwd
         self.urls = urls or {}
         self.children = [Child(spec) for spec in specs]
-        self.procs: dict[str, Any] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.started_at = time.time()
 
@@ -140,18 +142,15 @@ class Supervisor:
     def shutdown(self) -> None:
         self.stopping = True
         self.write_state()
-        running = [c for c in self.children if c.state == "running" and c.pid is not None]
-        for child in running:  # all at once, then wait for each
-            try:
-                os.killpg(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
-            except OSError:
-                continue
+        running = {c.spec.name: c.pid for c in self.children if c.state == "running" and c.pid is not None}
+        for pid in running.values():  # all at once, then wait for each
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        for child in running:
-            assert child.pid is not None
-            stop_pid(child.pid, timeout=max(0.1, deadline - time.monotonic()))
-            self.procs[child.spec.name].poll()
-            _log(f"{child.spec.name}: stopped pid {child.pid}")
+        for name, pid in running.items():
+            stop_pid(pid, timeout=max(0.1, deadline - time.monotonic()))
+            self.procs[name].poll()
+            _log(f"{name}: stopped pid {pid}")
         for child in self.children:
             self.paths.pid_file(child.spec.name).unlink(missing_ok=True)
             child.pid, child.state = None, "stopped"

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from tracekit.errors import StackError
 from tracekit.localstack.process import ensure_port_free, port_is_open, spawn, wait_until
@@ -51,11 +52,15 @@ class TansuSpec:
 
 
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet, "socket.timeout.ms": 3000})
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000}, logger=_quiet)
 
 
 def kafka_healthy(bootstrap: str, timeout: float = 2.0) -> bool:
-    """The broker answers a metadata request."""
+    """The broker answers a metadata request (fast "no" when no bootstrap port accepts connections)."""
+    servers = [server.strip().rsplit(":", 1) for server in bootstrap.split(",") if ":" in server]
+    if servers and not any(port_is_open(host.strip("[]"), int(port), min(timeout, 1.0))
+                           for host, port in servers if port.isdigit()):
+        return False
     try:
         _admin(bootstrap).list_topics(timeout=timeout)
     except KafkaException:
@@ -69,7 +74,7 @@ def start_tansu(spec: TansuSpec, log_path: Path, *, timeout: float = 15.0) -> su
     argv = [str(tansu_binary()), "broker", "--listener-url", listener,
             "--advertised-listener-url", listener, "--storage-engine", spec.storage]
     proc = spawn(argv, log_path, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
-    wait_until(lambda: port_is_open(spec.host, spec.port) and kafka_healthy(spec.bootstrap),
+    wait_until(lambda: kafka_healthy(spec.bootstrap),
                timeout=timeout, what="kafka (tansu)", proc=proc, log_path=log_path)
     return proc
 

@@ -1,0 +1,109 @@
+"""The real local stack for integration tests, started once per session on free ports.
+
+``pg_url`` (embedded Postgres, migrated; superuser ``postgres``, so tests may CREATE DATABASE),
+``kafka_bootstrap`` (tansu), ``anvil`` (rpc_url, ws_url, chain_id; 0.4 s blocks) and ``object_dir``.
+All live under one temporary directory (mode 0755: Postgres runs as uid 65534 when we are root),
+removed at the end. A fixture that cannot start its service fails the test naming the service; it
+never skips. Every test in this directory is marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tracekit.db import migrate
+from tracekit.errors import TraceError
+from tracekit.localstack.anvil import AnvilSpec, start_anvil
+from tracekit.localstack.objects import ensure_object_dir
+from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres
+from tracekit.localstack.process import free_port, stop_pid
+from tracekit.localstack.tansu import TansuSpec, start_tansu
+
+ANVIL_CHAIN_ID = 10143
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _cannot_start(service: str, exc: BaseException) -> NoReturn:
+    pytest.fail(f"{service}: cannot start for the integration tests: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def stack_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="trace-it-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url(stack_root: Path) -> Iterator[str]:
+    spec = PostgresSpec(stack_root / "data" / "postgres", stack_root / "logs" / "postgres.log",
+                        port=free_port())
+    try:
+        (stack_root / "data").mkdir(mode=0o755, exist_ok=True)
+        start_postgres(spec)
+        migrate(spec.url)
+    except (TraceError, OSError) as exc:
+        with contextlib.suppress(TraceError):
+            stop_postgres(spec.data_dir)
+        _cannot_start("postgres", exc)
+    try:
+        yield spec.url
+    finally:
+        stop_postgres(spec.data_dir)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_pid(proc.pid)
+    proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_root: Path) -> Iterator[str]:
+    spec = TansuSpec(port=free_port())
+    try:
+        proc = start_tansu(spec, stack_root / "logs" / "tansu.log")
+    except (TraceError, OSError) as exc:
+        _cannot_start("kafka (tansu)", exc)
+    try:
+        yield spec.bootstrap
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def anvil(stack_root: Path) -> Iterator[AnvilSpec]:
+    """The session's chain: ``.rpc_url``, ``.ws_url``, ``.chain_id`` (10143), 0.4 s blocks."""
+    spec = AnvilSpec(port=free_port(), chain_id=ANVIL_CHAIN_ID, block_time=0.4)
+    try:
+        proc = start_anvil(spec, stack_root / "logs" / "anvil.log")
+    except (TraceError, OSError) as exc:
+        _cannot_start("anvil", exc)
+    try:
+        yield spec
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def object_dir(stack_root: Path) -> Path:
+    try:
+        return ensure_object_dir(stack_root / "objects")
+    except (TraceError, OSError) as exc:
+        _cannot_start("objects", exc)
