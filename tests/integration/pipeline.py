@@ -68,11 +68,11 @@ class Pipeline:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         n = self.restarts.get(name, 0)
         self.restarts[name] = n + 1
-        log = (self.root / f"{name}.{n}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tracekit.cli", *args],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-        )
+        with (self.root / f"{name}.{n}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tracekit.cli", *args],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            )
         self.procs[name] = proc
         return proc
 
@@ -176,9 +176,14 @@ def make_pipeline(root: Path, admin_url: str, kafka_bootstrap: str, block_time: 
     spec = AnvilSpec(port=free_port(), chain_id=chain_id, block_time=block_time)
     anvil = start_anvil(spec, root / "anvil.log")
     dbname = f"trace_{chain_id}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
     database_url = admin_url.rsplit("/", 1)[0] + f"/{dbname}"
-    migrate(database_url)
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        migrate(database_url)
+    except BaseException:
+        anvil.terminate()
+        anvil.wait(10)
+        raise
     return Pipeline(root, chain_id, spec.rpc_url, spec.ws_url, database_url, kafka_bootstrap, anvil)

@@ -75,10 +75,11 @@ def home() -> Iterator[Path]:
 
 
 def trace(*args: str, home: Path, services: list[dict[str, Any]] | None = None,
-          **env: str) -> subprocess.CompletedProcess[str]:
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-    environ.update(TRACE_HOME=str(home), TRACE_STACK_SERVICES=json.dumps(SLEEPER if services is None
-                                                                          else services), **env)
+    environ.update(env or {})
+    environ.update(TRACE_HOME=str(home),
+                   TRACE_STACK_SERVICES=json.dumps(SLEEPER if services is None else services))
     return subprocess.run([sys.executable, "-m", "tracekit.localstack.cli", *args], env=environ,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -90,7 +91,7 @@ def ports() -> dict[str, str]:
 
 def test_up_status_up_down(home: Path) -> None:
     env = ports()
-    first = trace("up", "--no-traffic", home=home, **env)
+    first = trace("up", "--no-traffic", home=home, env=env)
     assert first.returncode == 0, first.stderr
     assert "started postgres, tansu, anvil, supervisor" in first.stdout
 
@@ -109,7 +110,7 @@ def test_up_status_up_down(home: Path) -> None:
     chain_hash = rpc_request(rpc_url, "eth_getBlockByNumber", hex(chain["head"]), False)["hash"]
     assert set(pids) == {"postgres", "kafka", "rpc", "supervisor", "sleeper"}
 
-    second = trace("up", "--no-traffic", home=home, **env)
+    second = trace("up", "--no-traffic", home=home, env=env)
     assert second.returncode == 0, second.stderr
     assert "already running postgres, tansu, anvil, supervisor" in second.stdout
     again = json.loads(trace("status", "--json", home=home).stdout)["services"]
@@ -125,7 +126,7 @@ def test_up_status_up_down(home: Path) -> None:
     # up again: the same chain (anvil wrote it on SIGTERM) and the same database
     assert (home / "data" / "anvil" / "31337.json").exists()
     old_head = chain["head"]
-    again_up = trace("up", "--no-traffic", home=home, **env)
+    again_up = trace("up", "--no-traffic", home=home, env=env)
     assert again_up.returncode == 0, again_up.stderr
     revived = json.loads(trace("status", "--json", home=home).stdout)["chains"]["31337"]
     assert revived["head"] >= old_head
@@ -140,7 +141,7 @@ def test_external_services_are_used_and_left_alone(home: Path, pg_url: str, kafk
                                                    anvil: AnvilSpec) -> None:
     env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)}
-    result = trace("up", home=home, **env)
+    result = trace("up", home=home, env=env)
     assert result.returncode == 0, result.stderr
     assert "started supervisor" in result.stdout and "external postgres, kafka, rpc" in result.stdout
     doc = json.loads(trace("status", "--json", home=home).stdout)  # settings come from the last up
@@ -157,7 +158,7 @@ def test_port_in_use_is_one_clear_line(home: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(env["TRACE_PG_PORT"])))
         squatter.listen()
-        result = trace("up", home=home, **env)
+        result = trace("up", home=home, env=env)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: postgres: port 127.0.0.1:{env['TRACE_PG_PORT']} is already in use; stop what holds it "
@@ -166,8 +167,9 @@ def test_port_in_use_is_one_clear_line(home: Path) -> None:
 
 def test_wrong_chain_id_is_a_chain_mismatch(home: Path, pg_url: str, kafka_bootstrap: str,
                                             anvil: AnvilSpec) -> None:
-    result = trace("up", home=home, TRACE_DATABASE_URL=pg_url, TRACE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-                   TRACE_RPC_URL=anvil.rpc_url, TRACE_CHAIN_ID="31337")
+    result = trace("up", home=home, env={
+        "TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": "31337"})
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: chain id mismatch: node at {anvil.rpc_url} serves 10143, configured 31337 "
@@ -176,9 +178,10 @@ def test_wrong_chain_id_is_a_chain_mismatch(home: Path, pg_url: str, kafka_boots
 
 def test_unreachable_external_services_are_one_line(home: Path, pg_url: str) -> None:
     dead = free_port()
-    broker = trace("up", home=home, TRACE_DATABASE_URL=pg_url, TRACE_KAFKA_BOOTSTRAP=f"127.0.0.1:{dead}")
+    broker = trace("up", home=home, env={"TRACE_DATABASE_URL": pg_url,
+                                         "TRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead}"})
     assert broker.stderr.splitlines() == [f"error: kafka: broker at 127.0.0.1:{dead} is unreachable"]
-    database = trace("up", home=home, TRACE_DATABASE_URL=f"postgresql://u:secret@127.0.0.1:{dead}/x")
+    database = trace("up", home=home, env={"TRACE_DATABASE_URL": f"postgresql://u:secret@127.0.0.1:{dead}/x"})
     assert database.returncode == 1 and len(database.stderr.splitlines()) == 1
     assert database.stderr.startswith(f"error: postgres: cannot connect to postgresql://u:***@127.0.0.1:{dead}/x")
 
@@ -188,7 +191,7 @@ def test_crashing_service_fails_up_and_down_cleans_up(home: Path, pg_url: str, k
     crasher = [{"name": "crasher", "argv": [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]}]
     env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)}
-    result = trace("up", home=home, services=crasher, **env)
+    result = trace("up", home=home, services=crasher, env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: crasher keeps exiting (exit code 3, 3 restarts): boom (log: ")
     assert trace("down", home=home).stdout.strip() == "stopped: supervisor"
@@ -198,7 +201,7 @@ def test_down_stops_children_of_a_killed_supervisor(home: Path, pg_url: str, kaf
                                                     anvil: AnvilSpec) -> None:
     env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)}
-    assert trace("up", home=home, **env).returncode == 0
+    assert trace("up", home=home, env=env).returncode == 0
     supervisor = int((home / "run" / "supervisor.pid").read_text().split()[0])
     sleeper = int((home / "run" / "sleeper.pid").read_text().split()[0])
     os.kill(supervisor, 9)
@@ -218,8 +221,9 @@ def test_a_chain_the_node_does_not_have_is_one_clear_line(home: Path, pg_url: st
         conn.execute("INSERT INTO state.follower_window (chain_id, block_number, block_hash, parent_hash)"
                      " VALUES (%s, 1, %s, %s)", (anvil.chain_id, bogus, bogus))
     try:
-        result = trace("up", home=home, TRACE_DATABASE_URL=pg_url, TRACE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-                       TRACE_RPC_URL=anvil.rpc_url, TRACE_CHAIN_ID=str(anvil.chain_id))
+        result = trace("up", home=home, env={
+            "TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)})
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("DELETE FROM state.follower_window WHERE chain_id = %s", (anvil.chain_id,))

@@ -40,12 +40,12 @@ def pipeline(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Iterator[Pipe
 
 
 def start_traffic(p: Pipeline, tx_per_block: int = 20) -> subprocess.Popen[bytes]:
-    log = (p.root / "traffic.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tracekit.cli", "devchain", "traffic", "--rpc-url", p.rpc_url,
-         "--tx-per-block", str(tx_per_block), "--seed", "7"],
-        env=p.env(), stdout=log, stderr=subprocess.STDOUT,
-    )
+    with (p.root / "traffic.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tracekit.cli", "devchain", "traffic", "--rpc-url", p.rpc_url,
+             "--tx-per-block", str(tx_per_block), "--seed", "7"],
+            env=p.env(), stdout=log, stderr=subprocess.STDOUT,
+        )
 
 
 def test_hot_tables_converge_through_reorgs_and_kill9(pipeline: Pipeline) -> None:

@@ -30,7 +30,8 @@ def test_default_services_with_traffic_on_the_embedded_anvil(tmp_path: Path) -> 
     assert services["sink"].argv == (sys.executable, "-m", "tracekit.cli", "sink", "run")
     assert services["traffic"].argv[3:] == (
         "devchain", "traffic", "--tx-per-block", "7", "--reorg-every", "5.0",
-        "--reorg-min-depth", "2", "--reorg-max-depth", "4")
+        "--reorg-min-depth", "2", "--reorg-max-depth", "4",
+        "--state-file", str(tmp_path.resolve() / "data" / "devchain" / "10143.json"))
     assert services["follower"].ports == (settings.follower_metrics_port,)
     assert services["sink"].ports == (settings.sink_metrics_port, settings.sink_web_port)
     assert services["follower"].ready_url == f"http://127.0.0.1:{settings.follower_metrics_port}/metrics"

@@ -21,7 +21,7 @@ class Migration:
     sql: str
 
 
-def migrations() -> list[Migration]:
+def bundled_migrations() -> list[Migration]:
     """The bundled migrations, in version order."""
     found = []
     for entry in resources.files("tracekit.db.migrations").iterdir():
@@ -55,7 +55,7 @@ def migrate(url: str) -> list[Migration]:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row[0] for row in conn.execute("SELECT version FROM state.schema_migrations")}
-            for migration in migrations():
+            for migration in bundled_migrations():
                 if migration.version in done:
                     continue
                 with conn.transaction():

@@ -1,13 +1,15 @@
 """``trace up | down | status``. Options override ``Settings`` (each also reads its ``TRACE_*`` var).
 
-Errors print one line, ``error: ...``, on stderr and exit with code 1.
+The commands raise :class:`TraceError` for anything a user can fix; the entry point (``main`` here,
+``tracekit.cli.main`` when mounted there) prints it as one line, ``error: ...``, and exits 1.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import pydantic
 import typer
@@ -15,11 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tracekit.config import Settings
-from tracekit.errors import TraceError
+from tracekit.errors import ConfigError, TraceError
 from tracekit.localstack import stack
 from tracekit.localstack.status import collect_status
 
-app = typer.Typer(help="The local stack: Postgres, broker, anvil and Trace's services.", no_args_is_help=True)
+app = typer.Typer(help="The local stack: Postgres, broker, anvil and Trace's services.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
 
 
 def _opt(field: str, *flags: str) -> Any:
@@ -28,17 +31,13 @@ def _opt(field: str, *flags: str) -> Any:
                         help=Settings.model_fields[field].description)
 
 
-def _fail(message: object) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{name: value for name, value in overrides.items() if value is not None})
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
-        _fail(f"invalid setting {'.'.join(str(p) for p in error['loc'])}: {error['msg']}")
+        field = ".".join(str(p) for p in error["loc"])
+        raise ConfigError(f"invalid setting TRACE_{field.upper()}: {error['msg']}") from exc
 
 
 HomeOpt = Annotated[Path | None, _opt("home", "--home")]
@@ -72,10 +71,7 @@ def up(
         traffic_tx_per_block=tx_per_block, reorg_every=reorg_every, reorg_min_depth=reorg_min_depth,
         reorg_max_depth=reorg_max_depth,
     )
-    try:
-        report = stack.up(settings, timeout=timeout)
-    except TraceError as exc:
-        _fail(exc)
+    report = stack.up(settings, timeout=timeout)
     parts = [f"{label} {', '.join(names)}" for label, names in
              (("started", report.started), ("already running", report.reused), ("external", report.external))
              if names]
@@ -90,10 +86,7 @@ def down(
 ) -> None:
     """Stop every process `up` started in this home (by pid file); data is kept unless --purge."""
     settings = _settings(home=home)
-    try:
-        stopped = stack.down(settings.home, purge=purge)
-    except TraceError as exc:
-        _fail(exc)
+    stopped = stack.down(settings.home, purge=purge)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     if purge:
         typer.echo(f"deleted the data, logs and state in {settings.home.resolve()}")
@@ -106,10 +99,7 @@ def status(
 ) -> None:
     """Health of each service and, per chain, head, cursor, lag, reorgs and hot-table rows."""
     settings = _settings(home=home)
-    try:
-        document = collect_status(settings)
-    except TraceError as exc:
-        _fail(exc)
+    document = collect_status(settings)
     if as_json:
         typer.echo(json.dumps(document))
         return
@@ -137,5 +127,13 @@ def _print_status(document: dict[str, Any]) -> None:
         chains.add_row(f"hot.{table} rows", *(_cell(entry["hot_rows"][table]) for _, entry in per_chain))
     console.print(chains)
 
+def main() -> None:
+    """Run :data:`app` alone (``python -m tracekit.localstack.cli``): errors as one line, exit 1."""
+    try:
+        app()  # standalone: usage errors and exit codes are handled (and exited) by click
+    except TraceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -102,6 +102,8 @@ def default_services(settings: Settings) -> list[ServiceSpec]:
             "--reorg-every", str(settings.reorg_every),
             "--reorg-min-depth", str(settings.reorg_min_depth),
             "--reorg-max-depth", str(settings.reorg_max_depth),
+            # the contracts live on the embedded chain, which survives `down`: reuse them
+            "--state-file", str(settings.home.resolve() / "data" / "devchain" / f"{settings.chain_id}.json"),
         ), env))
     return services
 

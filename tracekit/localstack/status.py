@@ -6,6 +6,7 @@ raises for an unreachable service: its fields become false / null instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -27,7 +28,7 @@ def service_entry(url: str | None, pid: int | None, healthy: bool | None, restar
 
 def chain_entry(*, head: int | None, cursor: int | None, head_timestamp: int | None,
                 cursor_timestamp: int | None, reorgs: int, max_reorg_depth: int | None,
-                hot_rows: dict[str, int | None]) -> dict[str, Any]:
+                hot_rows: Mapping[str, int | None]) -> dict[str, Any]:
     """One chain's entry; lags are null when either end is unknown."""
     return {
         "head": head,
@@ -37,7 +38,7 @@ def chain_entry(*, head: int | None, cursor: int | None, head_timestamp: int | N
                         if head_timestamp is not None and cursor_timestamp is not None else None),
         "reorgs": reorgs,
         "max_reorg_depth": max_reorg_depth or 0,
-        "hot_rows": hot_rows,
+        "hot_rows": dict(hot_rows),
     }
 
 

@@ -130,13 +130,15 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         _log(f"pid {os.getpid()} supervising {[c.spec.name for c in self.children]}")
-        self.tick()
-        self.write_state()
-        while not self.stopping:
-            time.sleep(TICK)
-            if self.tick():
-                self.write_state()
-        self.shutdown()
+        try:
+            self.tick()
+            self.write_state()
+            while not self.stopping:
+                time.sleep(TICK)
+                if self.tick():
+                    self.write_state()
+        finally:  # also on an unexpected error: never leave children behind
+            self.shutdown()
         return 0
 
     def shutdown(self) -> None:
