@@ -103,6 +103,24 @@ def sink_run() -> None:
     faust.Worker(faust_app, loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
 
 
+@app.command()
+def demo(
+    seconds: Annotated[float, typer.Option(help="How long to watch the running slice")] = 40.0,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the stack running afterwards")] = False,
+) -> None:
+    """The realtime slice end to end: stack up, traffic with reorgs, follower, sink; then a report.
+
+    Env: every TRACE_* setting of `trace up` (ports, home, external services).
+    """
+    from tracekit.demo import run_demo
+
+    summary = run_demo(settings(traffic=True), seconds=seconds, keep=keep, say=typer.echo)
+    if summary["mismatches"]:
+        raise TraceError(f"hot tables differ from the node at heights {summary['mismatches'][:10]}")
+    if not summary["blocks_followed"]:
+        raise TraceError("the follower did not advance; see the logs under the stack's home (logs/)")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

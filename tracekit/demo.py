@@ -1,0 +1,96 @@
+"""``trace demo``: the realtime slice end to end on the embedded stack, with a report.
+
+Brings the stack up (traffic with injected reorgs), watches it for a while printing a line every
+few seconds, then prints what happened: blocks followed, reorgs and their depths, lag, hot-table
+row counts, and a check of the hot tables against the node below the reorg horizon. The stack is
+stopped again unless it was already running before the demo or ``--keep`` is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from tracekit.config import Settings
+from tracekit.localstack import stack
+from tracekit.localstack.anvil import rpc_request
+from tracekit.localstack.status import collect_status
+
+
+def hot_table_check(settings: Settings, below: int) -> tuple[int, list[int]]:
+    """Compare hot.blocks with the node at every height ``<= below``: (heights checked, mismatches)."""
+    with psycopg.connect(settings.resolved_database_url, autocommit=True) as conn:
+        rows: dict[int, str] = dict(conn.execute(
+            "SELECT block_number, block_hash FROM hot.blocks WHERE chain_id = %s AND block_number <= %s",
+            (settings.chain_id, below)).fetchall())
+    if not rows:
+        return 0, []
+    bad = []
+    for number, block_hash in sorted(rows.items()):
+        node = rpc_request(settings.resolved_rpc_url, "eth_getBlockByNumber", hex(number), False)
+        if not isinstance(node, dict) or node.get("hash") != block_hash:
+            bad.append(number)
+    first = min(rows)
+    missing = [n for n in range(first, below + 1) if n not in rows]
+    return len(rows), bad + missing
+
+
+def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    if settings.reorg_every <= 0:
+        reorgs = {"reorg_every": 4.0, "reorg_min_depth": 1, "reorg_max_depth": 6}
+        settings = settings.model_copy(update=reorgs)
+    say(f"starting the embedded stack in {settings.home} (this installs nothing; `make demo` did) ...")
+    report = stack.up(settings, say=say)
+    say(f"stack up in {report.seconds:.1f}s: started {', '.join(report.started) or 'nothing'}"
+        + (f"; already running {', '.join(report.reused)}" if report.reused else ""))
+    was_running = bool(report.reused)
+    chain = str(settings.chain_id)
+    began = time.monotonic()
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] = {}
+    try:
+        while time.monotonic() - began < seconds:
+            time.sleep(5.0)
+            doc = collect_status(settings)
+            last = doc["chains"].get(chain, {})
+            first = first or last
+            rows = last.get("hot_rows", {})
+            say(f"t+{time.monotonic() - began:4.0f}s head {last.get('head')} cursor {last.get('cursor')} "
+                f"lag {last.get('lag_blocks')} blocks / {last.get('lag_seconds')} s, "
+                f"reorgs {last.get('reorgs')} "
+                f"(max depth {last.get('max_reorg_depth')}), hot rows {rows.get('blocks')} blocks "
+                f"{rows.get('transactions')} txs {rows.get('logs')} logs")
+        final = collect_status(settings)
+        last = final["chains"].get(chain, {})
+        cursor = last.get("cursor") or 0
+        horizon = cursor - settings.reorg_max_depth - 2
+        checked, mismatches = hot_table_check(settings, horizon)
+    finally:
+        if not keep and not was_running:
+            stack.down(settings.home)
+    summary = {
+        "chain_id": settings.chain_id,
+        "seconds": round(time.monotonic() - began, 1),
+        "blocks_followed": (last.get("cursor") or 0) - ((first or {}).get("cursor") or 0),
+        "head": last.get("head"),
+        "cursor": last.get("cursor"),
+        "lag_blocks": last.get("lag_blocks"),
+        "lag_seconds": last.get("lag_seconds"),
+        "reorgs": last.get("reorgs"),
+        "max_reorg_depth": last.get("max_reorg_depth"),
+        "hot_rows": last.get("hot_rows"),
+        "heights_checked_against_node": checked,
+        "mismatches": mismatches,
+        "services": {k: v.get("healthy") for k, v in final["services"].items()},
+    }
+    table = Table("what happened", "", title="trace demo")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+    say("stack left running (`trace status`, `trace down`)" if keep or was_running else "stack stopped")
+    return summary
