@@ -12,13 +12,15 @@ import logging
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from pydantic import ValidationError
 
 from operators.devchain.cli import app as devchain_app
 from tracekit.config import Settings
 from tracekit.errors import TraceError
+from tracekit.localstack.cli import down as stack_down
+from tracekit.localstack.cli import status as stack_status
+from tracekit.localstack.cli import up as stack_up
 
 app = typer.Typer(
     name="trace",
@@ -34,6 +36,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(follower_app, name="follower")
 app.add_typer(sink_app, name="sink")
 app.add_typer(devchain_app, name="devchain")
+app.command()(stack_up)
+app.command()(stack_down)
+app.command()(stack_status)
 
 
 def settings(**overrides: Any) -> Settings:
@@ -66,7 +71,8 @@ def db_migrate() -> None:
 @follower_app.command("run")
 def follower_run(
     from_block: Annotated[
-        int | None, typer.Option(help="First block when there is no cursor yet (default: the head)")
+        int | None,
+        typer.Option(help="First block without a cursor (default: TRACE_START_BLOCK, else the head)"),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Blocks per JSON-RPC batch while catching up")] = 50,
 ) -> None:
@@ -78,7 +84,7 @@ def follower_run(
     from operators.block_follower.follower import run_follower
 
     _logging()
-    config = settings().follower().model_copy(update={"start_block": from_block, "batch_size": batch_size})
+    config = settings(start_block=from_block).follower().model_copy(update={"batch_size": batch_size})
     asyncio.run(run_follower(config))
 
 
@@ -122,16 +128,12 @@ def demo(
 
 
 def main() -> None:
+    """Run the CLI; a :class:`TraceError` prints as one line, ``error: ...``, and exits 1."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click handles usage errors and exit codes itself
     except TraceError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     ws_url: str | None = Field(None, description="External WebSocket URL for newHeads")
     object_store: str | None = Field(None, description="Object store URL or directory")
 
+    start_block: int | None = Field(
+        None, description="First block the follower emits when it has no cursor (default: the head)"
+    )
     traffic: bool = Field(True, description="Run the dev-chain traffic generator under `up`")
     traffic_tx_per_block: int = Field(20, description="Transactions per block the generator aims at")
     reorg_every: float = Field(0.0, description="Seconds between injected reorgs (0 = none)")
@@ -87,6 +90,7 @@ class Settings(BaseSettings):
             database_url=SecretStr(self.resolved_database_url),
             metrics_host=self.host,
             metrics_port=self.follower_metrics_port,
+            start_block=self.start_block,
         )
 
     def sink(self) -> SinkConfig:

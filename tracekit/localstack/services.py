@@ -76,6 +76,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     if ws_url is not None:
         env["TRACE_WS_URL"] = ws_url
     env["TRACE_OBJECT_STORE"] = settings.resolved_object_store
+    if settings.start_block is None and settings.rpc_url is None:
+        env["TRACE_START_BLOCK"] = "0"  # the embedded dev chain is short: follow it from genesis
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
