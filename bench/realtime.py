@@ -34,19 +34,17 @@ import psycopg
 import websockets
 from confluent_kafka import Consumer
 
+from operators.devchain.deploy import deploy
+from operators.devchain.plan import PlanState, TrafficMix, plan_block
+from operators.devchain.traffic import encode_tx
+from tracekit.db import migrate
+from tracekit.jsonrpc import RpcClient
+from tracekit.localstack.anvil import AnvilSpec, start_anvil
+from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres
+from tracekit.localstack.process import free_port
+from tracekit.localstack.tansu import TansuSpec, start_tansu
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from operators.devchain.deploy import deploy  # noqa: E402
-from operators.devchain.plan import PlanState, TrafficMix, plan_block  # noqa: E402
-from operators.devchain.traffic import encode_tx  # noqa: E402
-from tracekit.db import migrate  # noqa: E402
-from tracekit.jsonrpc import RpcClient  # noqa: E402
-from tracekit.localstack.anvil import AnvilSpec, start_anvil  # noqa: E402
-from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres  # noqa: E402
-from tracekit.localstack.process import free_port  # noqa: E402
-from tracekit.localstack.tansu import TansuSpec, start_tansu  # noqa: E402
-
 CHAIN_ID = 10143
 
 
@@ -189,7 +187,7 @@ async def send_block_traffic(
 
 async def bare_fetch(url: str, first: int, last: int, batch: int = 50) -> float:
     """Blocks/s of a bare batched fetch of [first, last]: blocks with txs + receipts, parsed."""
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(timeout=60, headers={"content-type": "application/json"}) as http:
         start = time.perf_counter()
         for lo in range(first, last + 1, batch):
             numbers = range(lo, min(last, lo + batch - 1) + 1)
@@ -207,12 +205,14 @@ async def bare_fetch(url: str, first: int, last: int, batch: int = 50) -> float:
                     {"jsonrpc": "2.0", "id": 2 * n + 1, "method": "eth_getBlockReceipts", "params": [hex(n)]}
                 )
             replies = orjson.loads((await http.post(url, content=orjson.dumps(body))).content)
-            assert all(r.get("result") is not None for r in replies)
+            if not isinstance(replies, list) or any(r.get("result") is None for r in replies):
+                raise RuntimeError(f"bare fetch failed: {str(replies)[:300]}")
         return (last - first + 1) / (time.perf_counter() - start)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="trace-bench-"))
+    root.chmod(0o755)  # Postgres runs as an unprivileged uid and must reach its data dir
     os.environ.setdefault("XDG_RUNTIME_DIR", str(root))
     stack = Stack(root)
     bootstrap = stack.bootstrap
@@ -274,6 +274,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "to_topic_ms": {"p50": round(pct(to_topic, 50), 1), "p99": round(pct(to_topic, 99), 1)},
                 "to_hot_rows_ms": {"p50": round(pct(to_rows, 50), 1), "p99": round(pct(to_rows, 99), 1)},
             }
+            print(json.dumps({"latency": results["latency"]}), flush=True)
             stack.stop("traffic")
 
             # -- 2. catch-up after downtime --------------------------------------------------

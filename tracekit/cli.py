@@ -7,6 +7,11 @@ non-zero exit.
 
 from __future__ import annotations
 
+import warnings
+
+# faust/mode ask platformdirs for a runtime dir; on a server without XDG_RUNTIME_DIR that is noise
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
 import asyncio
 import logging
 import sys

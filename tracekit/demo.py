@@ -44,7 +44,7 @@ def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[s
     if settings.reorg_every <= 0:
         reorgs = {"reorg_every": 4.0, "reorg_min_depth": 1, "reorg_max_depth": 6}
         settings = settings.model_copy(update=reorgs)
-    say(f"starting the embedded stack in {settings.home} (this installs nothing; `make demo` did) ...")
+    say(f"starting the embedded stack in {settings.home} ...")
     report = stack.up(settings, say=say)
     say(f"stack up in {report.seconds:.1f}s: started {', '.join(report.started) or 'nothing'}"
         + (f"; already running {', '.join(report.reused)}" if report.reused else ""))

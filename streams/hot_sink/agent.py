@@ -18,6 +18,7 @@ import faust
 import psycopg
 from prometheus_client import Counter, Histogram
 
+from streams import faust_transport
 from streams.deadletter import send_to_dead_letter
 from streams.hot_sink.plan import REORG, InvalidEvent, check_event, plan
 from streams.hot_sink.writer import HotTableWriter
@@ -35,7 +36,7 @@ def make_app(config: SinkConfig) -> faust.App:
     """The Faust app of one chain's hot-table sink, tuned for the embedded broker too."""
     app = faust.App(
         f"trace-hot-sink-{config.chain_id}",
-        broker=f"kafka://{config.kafka_bootstrap}",
+        broker=f"{faust_transport.SCHEME}://{config.kafka_bootstrap}",
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=True,
