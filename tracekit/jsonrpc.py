@@ -117,8 +117,8 @@ class RpcClient:
 def hex_to_int(value: Any, field: str) -> int:
     """Parse a JSON-RPC quantity (``"0x1a"``), naming the field when it is malformed."""
     if not isinstance(value, str) or not value.startswith("0x"):
-        raise BadRpcData(f"{field}: expected a hex quantity, got {value!r}")
+        raise BadRpcData(f"{field} should be a hex quantity, got {value!r}")
     try:
         return int(value, 16)
     except ValueError as exc:
-        raise BadRpcData(f"{field}: expected a hex quantity, got {value!r}") from exc
+        raise BadRpcData(f"{field} should be a hex quantity, got {value!r}") from exc

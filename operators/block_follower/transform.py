@@ -13,19 +13,14 @@ from typing import Any
 
 from operators.block_follower.reorg import BlockRef, Reorg
 from tracekit.errors import BadRpcData
+from tracekit.jsonrpc import hex_to_int
 
 BLOCK_SCHEMA = "trace.chain.Block"
 REORG_SCHEMA = "trace.chain.Reorg"
 
 
 def _q(obj: dict[str, Any], key: str, where: str) -> int:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise BadRpcData(f"{where}: field {key!r} should be a hex quantity, got {value!r}")
-    try:
-        return int(value, 16)
-    except ValueError as exc:
-        raise BadRpcData(f"{where}: field {key!r} should be a hex quantity, got {value!r}") from exc
+    return hex_to_int(obj.get(key), f"{where}: field {key!r}")
 
 
 def _dec(obj: dict[str, Any], key: str, where: str) -> str:

@@ -43,6 +43,9 @@ class Pipeline:
     database_url: str
     kafka_bootstrap: str
     anvil: subprocess.Popen[bytes]
+    follower_metrics_port: int = field(default_factory=free_port)
+    sink_metrics_port: int = field(default_factory=free_port)
+    sink_web_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
 
@@ -59,9 +62,9 @@ class Pipeline:
             TRACE_DATABASE_URL=self.database_url,
             TRACE_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             TRACE_HOME=str(self.root),
-            TRACE_SINK_WEB_PORT=str(free_port()),
-            TRACE_FOLLOWER_METRICS_PORT=str(free_port()),
-            TRACE_SINK_METRICS_PORT=str(free_port()),
+            TRACE_SINK_WEB_PORT=str(self.sink_web_port),
+            TRACE_FOLLOWER_METRICS_PORT=str(self.follower_metrics_port),
+            TRACE_SINK_METRICS_PORT=str(self.sink_metrics_port),
         )
         return env
 
@@ -121,6 +124,17 @@ class Pipeline:
                 "SELECT max(block_number) FROM hot.blocks WHERE chain_id = %s", (self.chain_id,)
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def metrics(self, port: int) -> dict[str, float]:
+        """A Prometheus endpoint's samples, ``'name{labels}' -> value``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def head(self) -> int:
         return int(rpc(self.rpc_url, "eth_blockNumber"), 16)
