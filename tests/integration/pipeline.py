@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,16 +126,20 @@ class Pipeline:
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def metrics(self, port: int) -> dict[str, float]:
-        """A Prometheus endpoint's samples, ``'name{labels}' -> value``."""
+    def metrics(self, port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """A Prometheus endpoint's samples, keyed by (name, labels)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         samples = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
+                series, _, value = line.rpartition(" ")
+                name, _, labels = series.partition("{")
+                samples[(name, frozenset(re.findall(r'(\w+)="([^"]*)"', labels)))] = float(value)
         return samples
+
+    def sample(self, port: int, name: str, **labels: str) -> float | None:
+        return self.metrics(port).get((name, frozenset(labels.items())))
 
     def head(self) -> int:
         return int(rpc(self.rpc_url, "eth_blockNumber"), 16)

@@ -132,16 +132,15 @@ def test_malformed_message_goes_to_dead_letter_and_sink_keeps_going(pipeline: Pi
     assert p.mismatches(head) == []
 
     # what an operator scrapes: the dead letters counted, the follower's cursor and lag
-    chain = f'chain_id="{p.chain_id}"'
-    sink = p.metrics(p.sink_metrics_port)
-    assert sink[f'trace_dead_letters_total{{topic="{p.topic}",stage="decode"}}'] == 2
-    assert sink[f"trace_sink_events_total{{{chain},type=\"block\"}}"] >= head
+    chain = str(p.chain_id)
+    sink, follower = p.sink_metrics_port, p.follower_metrics_port
+    assert p.sample(sink, "trace_dead_letters_total", topic=p.topic, stage="decode") == 2
+    assert (p.sample(sink, "trace_sink_events_total", chain_id=chain, type="block") or 0) >= head
     p.wait_for("the follower's metrics to show the head",
-               lambda: p.metrics(p.follower_metrics_port)[f"trace_follower_cursor_block{{{chain}}}"] == head)
-    follower = p.metrics(p.follower_metrics_port)
-    assert follower[f"trace_follower_head_block{{{chain}}}"] == head
-    assert follower[f"trace_follower_lag_blocks{{{chain}}}"] == 0
-    assert follower[f"trace_follower_events_total{{{chain},type=\"block\"}}"] >= head
+               lambda: p.sample(follower, "trace_follower_cursor_block", chain_id=chain) == head)
+    assert p.sample(follower, "trace_follower_head_block", chain_id=chain) == head
+    assert p.sample(follower, "trace_follower_lag_blocks", chain_id=chain) == 0
+    assert (p.sample(follower, "trace_follower_events_total", chain_id=chain, type="block") or 0) >= head
 
 
 @pytest.mark.parametrize(
