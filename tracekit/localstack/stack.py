@@ -26,8 +26,10 @@ from tracekit.localstack.anvil import AnvilSpec, rpc_chain_id, rpc_request, star
 from tracekit.localstack.objects import ensure_object_dir, local_object_dir
 from tracekit.localstack.postgres import (
     PostgresSpec,
+    data_dir_for,
     postgres_healthy,
     postmaster_pid,
+    shared_data_dir,
     start_postgres,
     stop_postgres,
 )
@@ -75,7 +77,9 @@ def _postgres(settings: Settings, paths: StackPaths, report: UpReport) -> None:
     if settings.database_url is not None:
         report.external.append("postgres")
     else:
-        spec = PostgresSpec(paths.pg_data, paths.log("postgres"), settings.host, settings.pg_port)
+        spec = PostgresSpec(
+            data_dir_for(paths.pg_data), paths.log("postgres"), settings.host, settings.pg_port
+        )
         running = postmaster_pid(spec.data_dir)
         if running is not None and live_pid(paths.pid_file("postgres")) is None:
             write_pid(paths.pid_file("postgres"), running)  # ours (our data dir), pid file lost
@@ -211,8 +215,9 @@ def _down(paths: StackPaths, say: Callable[[str], None]) -> list[str]:
             stopped.append(name)
             say(f"stopped {name}")
         paths.pid_file(name).unlink(missing_ok=True)
-    if live_pid(paths.pid_file("postgres")) is not None or postmaster_pid(paths.pg_data) is not None:
-        stop_postgres(paths.pg_data)
+    pg_data = data_dir_for(paths.pg_data)
+    if live_pid(paths.pid_file("postgres")) is not None or postmaster_pid(pg_data) is not None:
+        stop_postgres(pg_data)
         stopped.append("postgres")
         say("stopped postgres")
     paths.pid_file("postgres").unlink(missing_ok=True)
@@ -227,6 +232,7 @@ def _purge(paths: StackPaths, say: Callable[[str], None]) -> None:
         raise StackError(f"not purging {paths.home}: a process of the stack still runs")
     for sub in PURGED:  # only what the stack creates, never the whole directory blindly
         shutil.rmtree(paths.home / sub, ignore_errors=True)
+    shutil.rmtree(shared_data_dir(paths.pg_data).parent, ignore_errors=True)  # if Postgres lived there
     with contextlib.suppress(OSError):
         paths.home.rmdir()
     say(f"deleted the data, logs and state in {paths.home}")
