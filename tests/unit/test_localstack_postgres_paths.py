@@ -29,7 +29,7 @@ def test_home_under_a_closed_directory_keeps_postgres_data_elsewhere(tmp_path: P
 
 @root_only
 def test_open_home_keeps_postgres_data_in_the_home() -> None:
-    base = Path(tempfile.mkdtemp(dir="/var/tmp"))  # noqa: S108 - sticky and world-traversable
+    base = Path(tempfile.mkdtemp(dir="/var/tmp"))
     try:
         base.chmod(0o755)
         home_data = base / "home" / "data" / "postgres"
