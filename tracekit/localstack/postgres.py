@@ -221,14 +221,28 @@ def postgres_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _server_log(spec: PostgresSpec) -> Path:
+    """The file the server writes: ``spec.log_path``, or, when the Postgres uid cannot reach it,
+    a file beside the data dir with ``spec.log_path`` as a symlink to it."""
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    uid = run_as_uid()
+    target = spec.log_path
+    if uid is not None and not traversable(spec.log_path.parent, uid, uid):
+        target = spec.data_dir.parent / spec.log_path.name
+        if spec.log_path.is_symlink() or spec.log_path.exists():
+            spec.log_path.unlink()
+        spec.log_path.symlink_to(target)
+    target.touch()
+    _own(target)
+    return target
+
+
 def start_postgres(spec: PostgresSpec, *, timeout: float = 30.0) -> int:
     """Start Postgres on ``spec`` (initdb first when needed); returns the postmaster pid."""
     ensure_port_free("postgres", spec.host, spec.port)
     init_data_dir(spec)
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    spec.log_path.touch()
-    _own(spec.log_path)
-    argv = [str(pg_bin("pg_ctl")), "-D", str(spec.data_dir), "-l", str(spec.log_path),
+    server_log = _server_log(spec)
+    argv = [str(pg_bin("pg_ctl")), "-D", str(spec.data_dir), "-l", str(server_log),
             "-w", "-t", str(int(timeout)), "start"]
     result = _pg(argv, spec.data_dir, timeout=timeout + 5)
     if result.returncode != 0:
