@@ -231,3 +231,26 @@ def test_a_chain_the_node_does_not_have_is_one_clear_line(home: Path, pg_url: st
     assert result.stderr.splitlines() == [
         f"error: rpc: block 1 (0xdedededede...) that the follower emitted for chain {anvil.chain_id} is "
         f"not on the node: the node at {anvil.rpc_url} does not have it; `trace down --purge` starts over"]
+
+
+def test_home_under_a_closed_directory_still_runs_postgres(tmp_path: Path) -> None:
+    """A clone under /root (0700) must work: Postgres data and log move under /var/tmp."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    home = closed / "home"
+    try:
+        up = trace("up", "--no-traffic", home=home, env=ports())
+        assert up.returncode == 0, up.stderr
+        services = json.loads(trace("status", "--json", home=home).stdout)["services"]
+        assert services["postgres"]["healthy"] is True
+        assert (home / "logs" / "postgres.log").is_symlink()
+        assert "database system is ready" in (home / "logs" / "postgres.log").read_text()
+    finally:
+        assert trace("down", "--purge", home=home).returncode == 0
+    assert not (home / "logs").exists()
+
+
+def test_up_with_no_supervised_services(home: Path) -> None:
+    up = trace("up", "--no-traffic", home=home, env=ports(), services=[])
+    assert up.returncode == 0, up.stderr
+    assert "started postgres, tansu, anvil, supervisor" in up.stdout

@@ -116,9 +116,10 @@ def wait_stable(paths: StackPaths, specs: Sequence[ServiceSpec], pid: int, timeo
     while True:
         if live_pid(paths.pid_file("supervisor")) != pid:
             raise StackError(f"supervisor (pid {pid}) exited{log_suffix(paths.log('supervisor'))}")
-        state = read_json(paths.supervisor_file)
-        services: dict[str, Any] = state.get("services", {}) if state and state.get("pid") == pid else {}
-        if services:
+        state = read_json(paths.supervisor_file) or {}
+        reporting = state.get("pid") == pid  # the supervisor has written its state
+        services: dict[str, Any] = state.get("services", {}) if reporting else {}
+        if reporting:
             if baseline is None:
                 baseline = {name: int(entry["restarts"]) for name, entry in services.items()}
             pending = []
