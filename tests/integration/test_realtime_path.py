@@ -163,3 +163,21 @@ def test_follower_bad_configuration_fails_with_one_line(
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+def test_follower_falls_back_to_polling_without_websocket(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.ws_url = "ws://127.0.0.1:9"  # nothing listens: newHeads is unavailable
+    p.start_follower()
+    p.start_sink()
+    p.wait_for("the follower to follow by polling", lambda: (p.cursor() or 0) >= 15, timeout=60)
+    inject_reorg(p, 3)
+    time.sleep(2.0)
+    head = p.settle()
+    assert p.mismatches(head) == []
+    with p.db() as conn:
+        rows = conn.execute("SELECT depth FROM state.reorgs WHERE chain_id = %s", (p.chain_id,))
+        depths = [r[0] for r in rows]
+    assert depths == [3]
+    log = sorted(p.root.glob("follower.*.log"))[-1].read_text()
+    assert "newHeads subscription unavailable" in log
