@@ -109,7 +109,25 @@ def reorg() -> dict[str, Any]:
     }
 
 
-SAMPLES = {TRANSACTION: transaction(4), LOG: log(3), BLOCK: block(), REORG: reorg()}
+ALERT = "trace.alerts.Alert"
+ALERT_SAMPLE = {
+    "alert_id": "ab" * 32,
+    "kind": "RETRACTION",
+    "rule_id": "big-transfer",
+    "rule_version": 3,
+    "tier": "INSTANT",
+    "severity": "high",
+    "chain_id": 10143,
+    "block_number": 7,
+    "block_hash": "0x" + "cd" * 32,
+    "event_key": "10143:transfer:7:0",
+    "event_type": "transfer",
+    "summary": "1,000 TRC",
+    "details_json": "{}",
+    "fired_at_ms": 1_795_000_000_000,
+    "observed_at_ms": 1_795_000_000_000,
+}
+SAMPLES = {TRANSACTION: transaction(4), LOG: log(3), BLOCK: block(), REORG: reorg(), ALERT: ALERT_SAMPLE}
 
 
 # -- a fake Confluent Schema Registry -------------------------------------------------------------
@@ -201,11 +219,11 @@ def registry_codec(registry: FakeRegistry) -> Iterator[AvroCodec]:
 # -- the contracts --------------------------------------------------------------------------------
 
 
-def test_contract_files_are_documented_records_in_trace_chain() -> None:
+def test_contract_files_are_documented_records() -> None:
     files = read_schema_files()
-    assert set(files) == {"block.avsc", "log.avsc", "reorg.avsc", "transaction.avsc"}
+    assert set(files) == {"alert.avsc", "block.avsc", "log.avsc", "reorg.avsc", "transaction.avsc"}
     for name, schema in files.items():
-        assert schema["namespace"] == "trace.chain", name
+        assert schema["namespace"] == ("trace.alerts" if name == "alert.avsc" else "trace.chain"), name
         assert schema["doc"], name
         for fld in schema["fields"]:
             assert fld.get("doc"), f"{name}: {fld['name']} has no doc"
@@ -214,7 +232,7 @@ def test_contract_files_are_documented_records_in_trace_chain() -> None:
     types = {f["name"]: f["type"] for f in files["block.avsc"]["fields"]}
     assert types["transactions"] == {"type": "array", "items": TRANSACTION}  # referenced, not inlined
     assert types["logs"] == {"type": "array", "items": LOG}
-    assert set(default_schemas()) == {TRANSACTION, LOG, BLOCK, REORG}
+    assert set(default_schemas()) == {TRANSACTION, LOG, BLOCK, REORG, ALERT}
 
 
 @pytest.mark.parametrize(
@@ -285,12 +303,12 @@ def test_registry_requests_use_the_confluent_content_type(
 ) -> None:
     ids = registry_codec.register_all()
     assert set(ids) == set(SAMPLES)
-    assert len(set(ids.values())) == 4
+    assert len(set(ids.values())) == 5
     posts = [r for r in registry.requests if r[0] == "POST"]
-    assert len(posts) == 4
+    assert len(posts) == 5
     assert {r[2] for r in posts} == {"application/vnd.schemaregistry.v1+json"}
     registry_codec.encode(BLOCK, SAMPLES[BLOCK])
-    assert len([r for r in registry.requests if r[0] == "POST"]) == 4  # ids are cached
+    assert len([r for r in registry.requests if r[0] == "POST"]) == 5  # ids are cached
 
 
 hex32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
