@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from tracekit.errors import RetryableError, TraceError
+from tracekit.outbox import OutboxRow, Publish
 
 
 class DeliveryFailed(RetryableError):
@@ -123,3 +124,17 @@ def ensure_topics(
                 continue
             raise TraceError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+def outbox_to_kafka(producer: EventProducer) -> Publish:
+    """An outbox ``publish`` callable: each row to the topic it names; returns once all are acked."""
+
+    async def publish(rows: Sequence[OutboxRow]) -> None:
+        futures = [
+            producer.produce(row.destination, row.key or b"", row.payload,
+                             [(k, v.encode()) for k, v in row.headers.items()])
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
+
+    return publish

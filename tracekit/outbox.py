@@ -1,0 +1,109 @@
+"""The transactional outbox: side effects as rows written in the intent's own transaction.
+
+``enqueue`` is called inside the caller's transaction; :class:`OutboxPublisher` later sends the
+unpublished rows in id order through a ``publish`` callable (a Kafka topic today; the
+dispatcher's ``QueueDriver`` plugs in the same way) and marks them published only after the
+sends were confirmed. A crash between the two re-sends those rows: consumers dedupe by the
+idempotency key every payload carries. ``NOTIFY trace_outbox`` wakes the publisher at once;
+a periodic sweep covers a missed notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+
+log = logging.getLogger("trace.outbox")
+
+CHANNEL = "trace_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    destination: str
+    key: bytes | None
+    payload: bytes
+    headers: dict[str, str]
+
+
+Publish = Callable[[Sequence[OutboxRow]], Awaitable[None]]
+
+
+async def enqueue(
+    cur: psycopg.AsyncCursor[Any],
+    destination: str,
+    payload: bytes,
+    *,
+    key: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Add a side effect to the caller's open transaction (it happens iff that commits)."""
+    await cur.execute(
+        "INSERT INTO state.outbox (destination, key, payload, headers) VALUES (%s, %s, %s, %s)",
+        (destination, key, payload, orjson.dumps(dict(headers or {})).decode()),
+    )
+    await cur.execute(f"NOTIFY {CHANNEL}")
+
+
+class OutboxPublisher:
+    def __init__(self, url: str, publish: Publish, *, batch: int = 500, sweep_every: float = 0.5) -> None:
+        self.url = url
+        self.publish = publish
+        self.batch = batch
+        self.sweep_every = sweep_every
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(self._listen(stop))
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url) as conn:
+                while not stop.is_set():
+                    while await self.publish_once(conn):
+                        pass
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), self.sweep_every)
+                    self.wake.clear()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+
+    async def publish_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Publish one batch of unpublished rows; returns how many."""
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                "SELECT id, destination, key, payload, headers FROM state.outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self.batch,),
+            )
+            rows = [
+                OutboxRow(int(i), str(d), None if k is None else bytes(k), bytes(p), dict(h))
+                for i, d, k, p, h in await cur.fetchall()
+            ]
+            if not rows:
+                return 0
+            await self.publish(rows)
+            await cur.execute(
+                "UPDATE state.outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)",
+                ([r.id for r in rows],),
+            )
+        return len(rows)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for _ in conn.notifies():
+                        self.wake.set()
+            except psycopg.OperationalError as exc:
+                log.warning("outbox LISTEN lost (%s); sweeping every %.1fs", exc, self.sweep_every)
+                await asyncio.sleep(1.0)
