@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 
 from operators.devchain.cli import app as devchain_app
+from tracekit.alerts_cli import app as alerts_app
 from tracekit.config import Settings
 from tracekit.errors import TraceError
 from tracekit.localstack.cli import down as stack_down
@@ -41,6 +42,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(follower_app, name="follower")
 app.add_typer(sink_app, name="sink")
 app.add_typer(devchain_app, name="devchain")
+app.add_typer(alerts_app, name="alerts")
 app.command()(stack_up)
 app.command()(stack_down)
 app.command()(stack_status)
