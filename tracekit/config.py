@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     sink_metrics_port: int = Field(19102, description="Prometheus port of the hot-table sink")
     sink_web_port: int = Field(16066, description="Faust web port of the hot-table sink")
 
+    alerts_metrics_port: int = Field(19103, description="Prometheus port of the alert evaluator")
+    alerts_web_port: int = Field(16067, description="Faust web port of the alert evaluator")
+    api_port: int = Field(18080, description="Port of the HTTP API")
+    api_token: SecretStr | None = Field(None, description="Bearer token of the HTTP API")
+    finality_depth: int = Field(10, description="Blocks after which a block counts as final")
+    alerts_topic: str = Field("trace.alerts", description="Topic alerts and retractions go to")
+    staking_contracts: str = Field(
+        "", description="Comma-separated staking contracts whose Delegated/Undelegated logs are decoded "
+        "(the dev chain's is found in its deployment file)"
+    )
+
     database_url: SecretStr | None = Field(None, description="External Postgres (replaces embedded)")
     kafka_bootstrap: str | None = Field(None, description="External Kafka API (replaces tansu)")
     schema_registry_url: str | None = Field(
@@ -106,6 +117,34 @@ class Settings(BaseSettings):
         )
 
 
+    def alerts(self) -> AlertsConfig:
+        return AlertsConfig(
+            chain_id=self.chain_id,
+            kafka_bootstrap=self.resolved_kafka_bootstrap,
+            schema_registry_url=self.schema_registry_url,
+            database_url=SecretStr(self.resolved_database_url),
+            web_host=self.host,
+            web_port=self.alerts_web_port,
+            metrics_port=self.alerts_metrics_port,
+            data_dir=self.home / "faust-alerts",
+            finality_depth=self.finality_depth,
+            alerts_topic=self.alerts_topic,
+            staking_contracts=self._staking_contracts(),
+        )
+
+    def _staking_contracts(self) -> frozenset[str]:
+        found = {a.strip().lower() for a in self.staking_contracts.split(",") if a.strip()}
+        deployment = self.home / "data" / "devchain" / f"{self.chain_id}.json"
+        if deployment.exists():
+            import json
+
+            try:
+                found.add(str(json.loads(deployment.read_text())["staking"]).lower())
+            except (ValueError, KeyError):
+                pass
+        return frozenset(found)
+
+
 def blocks_topic(chain_id: int) -> str:
     """The topic carrying one chain's block and reorg events, in chain order."""
     return f"trace.chain.{chain_id}.blocks"
@@ -157,3 +196,11 @@ class SinkConfig(BaseModel):
     @property
     def topic(self) -> str:
         return blocks_topic(self.chain_id)
+
+
+class AlertsConfig(SinkConfig):
+    """What the alert evaluator needs: the sink's settings plus finality and the alerts topic."""
+
+    finality_depth: int = 10
+    alerts_topic: str = "trace.alerts"
+    staking_contracts: frozenset[str] = frozenset()

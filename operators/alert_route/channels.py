@@ -110,5 +110,6 @@ def send(client: httpx.Client, config: RoutesConfig, secrets: dict[str, SecretSt
                                                "configured any more"), 1
     channel = route.channel
     if isinstance(channel, WebhookChannel):
-        return send_webhook(client, channel, config.allowlist, secrets[route.name], claimed), channel.max_attempts
+        result = send_webhook(client, channel, config.allowlist, secrets[route.name], claimed)
+        return result, channel.max_attempts
     return send_email(channel, claimed), channel.max_attempts

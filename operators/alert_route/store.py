@@ -91,7 +91,8 @@ def claim(conn: Conn, limits: Mapping[str, tuple[int, float]],
         did, alert_id, kind, route, channel, target, payload, attempts = row
         cur.execute(
             "UPDATE state.alert_delivery_attempts SET finished_at = now(), outcome = 'interrupted',"
-            " error = 'the process stopped during the attempt' WHERE delivery_id = %s AND finished_at IS NULL",
+            " error = 'the process stopped during the attempt'"
+            " WHERE delivery_id = %s AND finished_at IS NULL",
             (did,),
         )
         interrupted = cur.rowcount

@@ -1,0 +1,167 @@
+"""The Faust alert evaluator: one chain's block/reorg events -> alerts and retractions.
+
+Its own consumer group on the chain's blocks topic. Each batch is decoded, enriched and
+evaluated, and everything it decides (alerts, held finalized-tier matches, retractions, the
+progress mark, the outbox rows that publish them) is committed in one Postgres transaction
+(``pipeline.py``). The outbox publisher, a task of the same worker, sends the rows to the alerts
+topic. A timer turns the follower's cursor into lag readings and picks up a newly applied rule
+set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import psycopg
+from prometheus_client import Counter, Histogram
+
+from streams import faust_transport
+from streams.alerts.evaluate import Evaluator
+from streams.alerts.pipeline import AlertPipeline
+from streams.alerts.rules import RuleSet
+from streams.alerts.store import AlertStore, BatchOutcome, active_rule_set
+from streams.deadletter import send_to_dead_letter
+from streams.enrich.decode import decode_block
+from streams.enrich.model import ChainEvent, LagReading
+from streams.hot_sink.plan import InvalidEvent, check_event
+from tracekit.avro.wire import AvroCodec
+from tracekit.config import AlertsConfig, dead_letter_topic
+from tracekit.errors import DecodeError, RetryableError
+from tracekit.kafka import EventProducer, ensure_topics, outbox_to_kafka
+from tracekit.outbox import OutboxPublisher
+
+log = logging.getLogger("trace.alerts")
+
+ALERTS = Counter("trace_alerts_total", "Alerts fired, by rule", ["rule_id", "tier"])
+RETRACTIONS = Counter("trace_alert_retractions_total", "Alerts retracted after a reorg", ["rule_id"])
+BLOCK_TO_DECISION = Histogram(
+    "trace_alert_decision_seconds", "Block seen by the follower -> alert committed",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
+)
+
+
+def empty_rule_set() -> RuleSet:
+    return RuleSet.from_json({"rules": []})
+
+
+def make_app(config: AlertsConfig) -> faust.App:
+    app = faust.App(
+        f"trace-alerts-{config.chain_id}",
+        broker=f"{faust_transport.SCHEME}://{config.kafka_bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_bind=config.web_host,
+        web_host=config.web_host,
+        web_port=config.web_port,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=1,
+        store="memory://",
+        datadir=str(config.data_dir),
+    )
+    source = app.topic(config.topic, value_type=bytes, key_type=bytes, partitions=1)
+    dlq = app.topic(dead_letter_topic(config.topic), value_type=bytes, key_type=bytes, partitions=1)
+    codec = AvroCodec(registry_url=config.schema_registry_url, topic=config.topic)
+    url = config.database_url.get_secret_value()
+    state: dict[str, Any] = {}
+
+    def enrich(block: dict[str, Any]) -> list[ChainEvent]:
+        return decode_block(block, staking_contracts=config.staking_contracts)
+
+    async def pipeline() -> AlertPipeline:
+        if "pipeline" not in state:
+            conn = await psycopg.AsyncConnection.connect(url)
+            active = await active_rule_set(conn)
+            version, rules = (0, empty_rule_set()) if active is None else (
+                active[0], RuleSet.from_json(active[1])
+            )
+            await conn.commit()
+            state["version"] = version
+            state["pipeline"] = AlertPipeline(
+                config.chain_id, AlertStore(conn, codec, config.alerts_topic), Evaluator(rules, version),
+                enrich, finality_depth=config.finality_depth,
+            )
+            log.info("evaluating rule set version %d (%d rules)", version, len(rules.rules))
+        p: AlertPipeline = state["pipeline"]
+        return p
+
+    def account(outcome: BatchOutcome) -> None:
+        now = time.time()
+        for record in outcome.fired:
+            ALERTS.labels(record["rule_id"], record["tier"]).inc()
+            if record["observed_at_ms"]:
+                BLOCK_TO_DECISION.observe(max(0.0, now - record["observed_at_ms"] / 1000))
+        for record in outcome.retracted:
+            RETRACTIONS.labels(record["rule_id"]).inc()
+        publisher = state.get("publisher")
+        if publisher is not None and (outcome.fired or outcome.retracted):
+            publisher.wake.set()
+
+    async def apply_with_retry(events: list[tuple[str, dict[str, Any]]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                account(await (await pipeline()).apply(events))
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
+                stale = state.pop("pipeline", None)
+                if stale is not None:
+                    await stale.store.conn.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @app.agent(source, name="alerts")
+    async def evaluate(stream: Any) -> None:
+        async for batch in stream.take_events(500, within=0.01):
+            decoded: list[tuple[str, dict[str, Any]]] = []
+            for event in batch:
+                message = event.message
+                try:
+                    name, datum = codec.decode(message.value)
+                    check_event(config.chain_id, name, datum)
+                except RetryableError:
+                    raise  # e.g. the registry is down: the worker restarts and re-reads
+                except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
+                    await send_to_dead_letter(dlq, message, "alerts", f"{type(exc).__name__}: {exc}")
+                    continue
+                decoded.append((name, datum))
+            if decoded:
+                await apply_with_retry(decoded)
+
+    @app.task
+    async def publish_outbox() -> None:
+        ensure_topics(config.kafka_bootstrap, {config.alerts_topic: 1})
+        producer = EventProducer(config.kafka_bootstrap, client_id=f"trace-alerts-outbox-{config.chain_id}")
+        publisher = OutboxPublisher(url, outbox_to_kafka(producer), sweep_every=0.5)
+        state["publisher"] = publisher
+        try:
+            await publisher.run(asyncio.Event())
+        finally:
+            producer.close()
+
+    @app.timer(1.0)
+    async def lag_and_rules() -> None:
+        p = await pipeline()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            active = await active_rule_set(conn)
+            row = await (await conn.execute(
+                "SELECT block_number, head_number FROM state.follower_cursor WHERE chain_id = %s",
+                (config.chain_id,))).fetchone()
+        if active is not None and active[0] != state.get("version"):
+            state["version"] = active[0]
+            p.evaluator = Evaluator(RuleSet.from_json(active[1]), active[0])
+            log.info("now evaluating rule set version %d", active[0])
+        if row is not None and row[1] is not None:
+            cursor, head = int(row[0]), int(row[1])
+            reading = LagReading(f"{config.chain_id}:lag:{head}", config.chain_id, head, head - cursor, 0.0)
+            account(await p.apply_lag(reading))
+
+    return app
