@@ -54,6 +54,7 @@ class RouteJob:
     poll_interval_s: float = 0.2
     batch_max: int = 500
     restart_delay_s: float = 1.0
+    session_timeout_ms: int = 10000
 
 
 def plan_deliveries(config: RoutesConfig, alert: dict[str, Any]) -> list[NewDelivery]:
@@ -125,6 +126,7 @@ def run_intake(job: RouteJob, stop: threading.Event) -> None:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "client.id": "trace-alert-route",
+                "session.timeout.ms": job.session_timeout_ms,
             })
             consumer.subscribe([job.topic])
             while not stop.is_set():

@@ -136,7 +136,6 @@ def make_app(config: AlertsConfig) -> faust.App:
             if decoded:
                 await apply_with_retry(decoded)
 
-    @app.task
     async def publish_outbox() -> None:
         ensure_topics(config.kafka_bootstrap, {config.alerts_topic: 1})
         producer = EventProducer(config.kafka_bootstrap, client_id=f"trace-alerts-outbox-{config.chain_id}")
@@ -147,7 +146,6 @@ def make_app(config: AlertsConfig) -> faust.App:
         finally:
             producer.close()
 
-    @app.timer(1.0)
     async def lag_and_rules() -> None:
         p = await pipeline()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -164,4 +162,6 @@ def make_app(config: AlertsConfig) -> faust.App:
             reading = LagReading(f"{config.chain_id}:lag:{head}", config.chain_id, head, head - cursor, 0.0)
             account(await p.apply_lag(reading))
 
+    app.task(publish_outbox)
+    app.timer(1.0)(lag_and_rules)
     return app

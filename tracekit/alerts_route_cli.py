@@ -1,0 +1,113 @@
+"""``trace alerts-route ...``: run the alert delivery job, list deliveries.
+
+Mounted by the main CLI as ``app.add_typer(alerts_route_cli.app, name="alerts-route")``; also
+runnable as ``python -m tracekit.alerts_route_cli``. Errors print as one line, ``error: ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tracekit.config import Settings
+from tracekit.errors import TraceError
+
+app = typer.Typer(
+    help="Alert delivery: trace.alerts -> webhooks and e-mail.", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("run")
+def run(
+    routes: Annotated[
+        Path, typer.Option("--routes", envvar="TRACE_ALERT_ROUTES", help="Routes YAML file")
+    ],
+    topic: Annotated[str, typer.Option(envvar="TRACE_ALERTS_TOPIC", help="Alert topic")] = "trace.alerts",
+    group: Annotated[str, typer.Option(help="Kafka consumer group")] = "trace-alert-route",
+    senders: Annotated[int, typer.Option(min=1, help="Sender threads")] = 2,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between polls when nothing is due")] = 0.2,
+    session_timeout_ms: Annotated[int, typer.Option(help="Kafka consumer session timeout")] = 10000,
+    metrics_port: Annotated[
+        int | None, typer.Option(envvar="TRACE_ALERT_ROUTE_METRICS_PORT", help="Prometheus port")
+    ] = None,
+) -> None:
+    """Consume alerts into state.alert_deliveries and deliver them, until SIGTERM/SIGINT.
+
+    Env: TRACE_ALERT_ROUTES, TRACE_DATABASE_URL, TRACE_KAFKA_BOOTSTRAP, TRACE_ALERTS_TOPIC,
+    TRACE_ALERT_ROUTE_METRICS_PORT, and each webhook route's `secret_env`.
+    """
+    from operators.alert_route.config import load_routes
+    from operators.alert_route.service import RouteJob
+    from operators.alert_route.service import run as run_job
+    from tracekit.kafka import ensure_topics
+
+    config, secrets = load_routes(routes)
+    settings = Settings()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    job = RouteJob(config, secrets, settings.resolved_database_url, settings.resolved_kafka_bootstrap,
+                   topic=topic, group=group, senders=senders, poll_interval_s=poll_interval,
+                   session_timeout_ms=session_timeout_ms)
+    ensure_topics(job.kafka_bootstrap, {topic: 1})
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.host)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run_job(job, stop)
+
+
+@app.command("deliveries")
+def deliveries(
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: pending, delivered or dead")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown, newest first")] = 50,
+) -> None:
+    """List recent alert deliveries. Env: TRACE_DATABASE_URL."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from operators.alert_route.store import deliveries as fetch
+    from tracekit.db import connect
+
+    if status is not None and status not in ("pending", "delivered", "dead"):
+        raise typer.BadParameter("one of pending, delivered, dead", param_hint="--status")
+    with connect(Settings().resolved_database_url, autocommit=True) as conn:
+        rows = fetch(conn, status, limit)
+    table = Table(title=f"alert deliveries{f' ({status})' if status else ''}")
+    for column in ("delivery", "alert", "kind", "route", "channel", "status", "attempts", "next / delivered",
+                   "last error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        when = row["delivered_at"] if row["status"] == "delivered" else row["next_attempt_at"]
+        table.add_row(row["delivery_id"][:12], row["alert_id"][:12], row["kind"], row["route"],
+                      row["channel"], row["status"], str(row["attempts"]),
+                      when.isoformat(timespec="seconds") if when else "", row["last_error"] or "")
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except TraceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
