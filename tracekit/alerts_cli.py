@@ -70,3 +70,64 @@ def rule_files(paths: list[Path]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+@app.command()
+def apply(
+    paths: Annotated[list[Path], typer.Argument(help="Rule files (YAML) or folders of them")],
+    dry: Annotated[bool, typer.Option("--dry", help="Validate only; change nothing")] = False,
+) -> None:
+    """Validate the rule files and make them the active, versioned rule set.
+
+    A bad file fails with FILE:LINE: reason and leaves the active rules unchanged.
+    Env: TRACE_DATABASE_URL.
+    """
+    from streams.alerts.rules import load_rule_files
+    from streams.alerts.store import apply_rule_set
+
+    files = rule_files(paths)
+    if not files:
+        from tracekit.errors import ConfigError
+
+        raise ConfigError(f"no rule files (*.yaml, *.yml) in {', '.join(map(str, paths))}")
+    rule_set = load_rule_files(files)
+    if dry:
+        typer.echo(f"{len(rule_set)} rule(s) valid in {len(files)} file(s); nothing applied (--dry)")
+        return
+    url = _settings().resolved_database_url
+
+    async def run() -> tuple[int, bool]:
+        import orjson
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await apply_rule_set(conn, rule_set.digest, orjson.loads(rule_set.to_json()),
+                                        [str(f) for f in files])
+
+    version, created = asyncio.run(run())
+    if created:
+        typer.echo(f"applied {len(rule_set)} rule(s) from {len(files)} file(s) as version {version}")
+    else:
+        typer.echo(f"unchanged: version {version} already holds these {len(rule_set)} rule(s)")
+
+
+@app.command("run")
+def run_evaluator() -> None:
+    """Run the Faust worker that evaluates the active rules on the chain's events.
+
+    Env: TRACE_KAFKA_BOOTSTRAP, TRACE_DATABASE_URL, TRACE_CHAIN_ID, TRACE_FINALITY_DEPTH,
+    TRACE_ALERTS_TOPIC, TRACE_ALERTS_WEB_PORT, TRACE_ALERTS_METRICS_PORT, TRACE_STAKING_CONTRACTS.
+    """
+    import faust
+    from prometheus_client import start_http_server
+
+    from streams.alerts.agent import make_app
+    from tracekit.config import dead_letter_topic
+    from tracekit.kafka import ensure_topics
+
+    config = _settings().alerts()
+    ensure_topics(config.kafka_bootstrap, {config.topic: 1, dead_letter_topic(config.topic): 1,
+                                           config.alerts_topic: 1})
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.web_host)
+    faust.Worker(make_app(config), loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
