@@ -25,9 +25,11 @@ from tracekit.alerts_cli import app as alerts_app
 from tracekit.alerts_route_cli import app as alerts_route_app
 from tracekit.config import Settings
 from tracekit.errors import TraceError
+from tracekit.labels_cli import app as labels_app
 from tracekit.localstack.cli import down as stack_down
 from tracekit.localstack.cli import status as stack_status
 from tracekit.localstack.cli import up as stack_up
+from tracekit.prices_cli import app as prices_app
 
 app = typer.Typer(
     name="trace",
@@ -45,6 +47,8 @@ app.add_typer(sink_app, name="sink")
 app.add_typer(devchain_app, name="devchain")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(alerts_route_app, name="alerts-route")
+app.add_typer(labels_app, name="labels")
+app.add_typer(prices_app, name="prices")
 app.command()(stack_up)
 app.command()(stack_down)
 app.command()(stack_status)

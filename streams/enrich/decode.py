@@ -44,8 +44,10 @@ class DecodeStats:
         return sum(self.skipped.values())
 
 
-def event_key(chain_id: int, event_type: str, block_number: int, log_index: int) -> str:
-    return f"{chain_id}:{event_type}:{block_number}:{log_index}"
+def event_key(chain_id: int, event_type: str, block_number: int, block_hash: str, log_index: int) -> str:
+    """Deterministic key of one decoded log. The block hash is part of it: the event at the same
+    height and log index on a replacement block is another event (and gets its own alert)."""
+    return f"{chain_id}:{event_type}:{block_number}:{block_hash}:{log_index}"
 
 
 def _word(value: object) -> str | None:
@@ -124,7 +126,7 @@ def decode_block(
         events.append(
             ChainEvent(
                 event_type=event_type,
-                key=event_key(chain_id, event_type, block_number, log_index),
+                key=event_key(chain_id, event_type, block_number, block_hash, log_index),
                 chain_id=chain_id,
                 block_number=block_number,
                 block_hash=block_hash,

@@ -28,7 +28,7 @@ class ChainEvent:
     """
 
     event_type: str
-    key: str  # "{chain}:{event_type}:{block_number}:{log_index}"
+    key: str  # "{chain}:{event_type}:{block_number}:{block_hash}:{log_index}"
     chain_id: int
     block_number: int
     block_hash: str

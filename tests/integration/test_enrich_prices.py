@@ -7,7 +7,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from operators.price_feed.feed import import_file, poll
 from operators.price_feed.parse import PriceFeedError
@@ -55,16 +55,14 @@ def test_file_import_is_idempotent_and_all_or_nothing(pg_url: str, tmp_path: Pat
     assert len(rows(pg_url, tok)) == 2
 
 
-def test_price_book_loads_from_postgres(pg_url: str, tmp_path: Path) -> None:
+async def test_price_book_loads_from_postgres(pg_url: str, tmp_path: Path) -> None:
     tok = token()
     path = tmp_path / "prices.jsonl"
     path.write_text("".join(
         json.dumps({"token": tok, "timestamp": ts, "usd": usd}) + "\n" for ts, usd in [(10, "1"), (20, "2")]
     ))
     import_file(path, database_url=pg_url)
-    import asyncio
-
-    book = asyncio.run(PriceBook.load(pg_url))
+    book = await PriceBook.load(pg_url)
     assert (book.usd_at(tok, 9), book.usd_at(tok, 15), book.usd_at(tok, 25)) == (None, Decimal(1), Decimal(2))
 
 
@@ -108,9 +106,9 @@ def feed() -> Iterator[Feed]:
         f.close()
 
 
-def wait(what: str, check: object, timeout: float = 10.0) -> None:
+def wait(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -150,7 +148,7 @@ def test_http_polling_with_kafka(pg_url: str, kafka_bootstrap: str, feed: Feed) 
 
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"t-{secrets.token_hex(4)}",
                          "auto.offset.reset": "earliest"})
-    consumer.subscribe([publisher.topic])
+    consumer.assign([TopicPartition(publisher.topic, 0, OFFSET_BEGINNING)])
     values: set[bytes] = set()
     deadline = time.monotonic() + 30
     try:
@@ -165,3 +163,24 @@ def test_http_polling_with_kafka(pg_url: str, kafka_bootstrap: str, feed: Feed) 
         {"token": tok, "symbol": "TRC", "ts": 1000, "usd": "3.5", "source": feed.url},
         {"token": tok, "symbol": None, "ts": 1001, "usd": "4", "source": feed.url},
     ]
+
+
+def test_cli_import_and_list(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tracekit.errors import TraceError
+    from tracekit.prices_cli import app
+
+    monkeypatch.setenv("TRACE_DATABASE_URL", pg_url)
+    tok = token()
+    path = tmp_path / "p.csv"
+    path.write_text("symbol,timestamp,usd\nTRC,100,1.5\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", str(path), "--symbol", f"TRC={tok}", "--no-publish"])
+    assert result.exit_code == 0, result.output
+    assert "1 price point(s): 1 changed, 0 published" in result.output
+    result = runner.invoke(app, ["list", "--token", tok])
+    assert result.exit_code == 0 and "1.5" in result.output
+    result = runner.invoke(app, ["import", str(path), "--no-publish"])
+    assert isinstance(result.exception, TraceError)
+    assert str(result.exception).startswith(f"{path}:2: field 'symbol': unknown symbol 'TRC'")

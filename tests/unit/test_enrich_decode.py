@@ -75,8 +75,9 @@ def test_transfer_mint_burn_and_stake_changes() -> None:
         ("stake_change", "delegate", 8, 3), ("stake_change", "undelegate", 9, 4),
     ]
     first = events[0]
-    assert first.key == "10143:transfer:7:0"
-    assert events[3].key == "10143:stake_change:7:3"
+    block_hash = "0x" + "ef" * 32
+    assert first.key == f"10143:transfer:7:{block_hash}:0"
+    assert events[3].key == f"10143:stake_change:7:{block_hash}:3"
     assert (first.token, first.from_address, first.to_address) == (TOKEN, ALICE, BOB)
     assert (first.block_hash, first.timestamp, first.observed_at_ms) == (b["block_hash"], 1_700_000_000, 123)
     assert events[2].token == TOKEN

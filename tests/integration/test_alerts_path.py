@@ -1,0 +1,252 @@
+"""Realtime alerting on the real stack: follower -> broker -> alert evaluator -> outbox -> topic.
+
+Known transactions are sent on the dev chain (contracts deployed by the test), rules of each kind
+are applied with `trace alerts apply`, and the alerts table and topic are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from operators.devchain.artifacts import staking_artifact, token_artifact
+from operators.devchain.deploy import Deployment, deploy
+from tests.integration.pipeline import Pipeline, make_pipeline, rpc
+from tracekit.avro.wire import AvroCodec
+from tracekit.jsonrpc import RpcClient
+from tracekit.localstack.process import free_port
+
+pytestmark = pytest.mark.integration
+
+UNIT = 10**18
+
+
+class AlertsHarness:
+    def __init__(self, p: Pipeline, deployment: Deployment) -> None:
+        self.p = p
+        self.deployment = deployment
+        self.topic = f"trace.alerts.{p.chain_id}"
+        self.metrics_port, self.web_port = free_port(), free_port()
+
+    def env(self) -> dict[str, str]:
+        return {**self.p.env(), "TRACE_ALERTS_TOPIC": self.topic, "TRACE_FINALITY_DEPTH": "4",
+                "TRACE_ALERTS_WEB_PORT": str(self.web_port),
+                "TRACE_ALERTS_METRICS_PORT": str(self.metrics_port),
+                "TRACE_STAKING_CONTRACTS": self.deployment.staking}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracekit.cli", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def start_evaluator(self) -> None:
+        n = self.p.restarts.get("alerts", 0)
+        self.p.restarts["alerts"] = n + 1
+        with (self.p.root / f"alerts.{n}.log").open("wb") as log:
+            self.p.procs["alerts"] = subprocess.Popen(
+                [sys.executable, "-m", "tracekit.cli", "alerts", "run"], env=self.env(), stdout=log,
+                stderr=subprocess.STDOUT)
+
+    def send(self, txs: list[dict[str, Any]]) -> int:
+        """Send transactions; returns the block they were mined in (one block)."""
+        hashes = [rpc(self.p.rpc_url, "eth_sendTransaction", tx) for tx in txs]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            receipts = [rpc(self.p.rpc_url, "eth_getTransactionReceipt", h) for h in hashes]
+            if all(receipts):
+                assert all(r["status"] == "0x1" for r in receipts), receipts
+                return int(receipts[-1]["blockNumber"], 16)
+            time.sleep(0.1)
+        raise AssertionError("transactions not mined")
+
+    def transfer(self, sender: str, to: str, amount: int) -> dict[str, Any]:
+        data = token_artifact().calldata("transfer(address,uint256)", to, amount)
+        return {"from": sender, "to": self.deployment.token, "data": data, "gas": hex(120_000)}
+
+    def mint(self, sender: str, to: str, amount: int) -> dict[str, Any]:
+        data = token_artifact().calldata("mint(address,uint256)", to, amount)
+        return {"from": sender, "to": self.deployment.token, "data": data, "gas": hex(120_000)}
+
+    def delegate(self, sender: str, validator: str, amount: int) -> dict[str, Any]:
+        data = staking_artifact().calldata("delegate(address,uint256)", validator, amount)
+        return {"from": sender, "to": self.deployment.staking, "data": data, "gas": hex(200_000)}
+
+    def alerts(self) -> list[dict[str, Any]]:
+        with self.p.db() as conn:
+            rows = conn.execute(
+                "SELECT rule_id, tier, block_number, block_hash, event_key, retracted_at IS NOT NULL"
+                " FROM state.alerts WHERE chain_id = %s ORDER BY fired_at", (self.p.chain_id,)).fetchall()
+        names = ("rule", "tier", "block", "hash", "key", "retracted")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def rules_fired(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for a in self.alerts():
+            if not a["retracted"]:
+                counts[a["rule"]] = counts.get(a["rule"], 0) + 1
+        return counts
+
+    def published(self, expect: int, timeout: float = 30) -> list[dict[str, Any]]:
+        codec = AvroCodec()
+        consumer = Consumer({"bootstrap.servers": self.p.kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}",
+                             "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+        consumer.subscribe([self.topic])
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and len(got) < expect:
+                msg = consumer.poll(0.25)
+                if msg is not None and msg.error() is None and msg.value() is not None:
+                    got.append(codec.decode(msg.value())[1])
+            # a little longer, to see that no extra message comes
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                msg = consumer.poll(0.25)
+                if msg is not None and msg.error() is None and msg.value() is not None:
+                    got.append(codec.decode(msg.value())[1])
+        finally:
+            consumer.close()
+        return got
+
+
+RULES = """
+rules:
+  - id: big-transfer
+    severity: high
+    when: {event: transfer, action: transfer, min_amount: "5000000000000000000000"}
+  - id: big-transfer-final
+    tier: finalized
+    when: {event: transfer, action: transfer, min_amount: "5000000000000000000000"}
+  - id: watched
+    when: {event: transfer, address: "WATCHED"}
+  - id: mints
+    when: {event: transfer, action: mint}
+  - id: delegations
+    when: {event: stake_change, action: delegate, min_amount: "1000000000000000000"}
+  - id: burst
+    when:
+      event: transfer
+      action: transfer
+      from: "BURSTER"
+      window: {blocks: 5, count_over: 3, group_by: from}
+  - id: deep-reorg
+    when: {event: reorg, min_depth: 2}
+"""
+
+
+@pytest.fixture
+def harness(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Iterator[AlertsHarness]:
+    p = make_pipeline(tmp_path, pg_url, kafka_bootstrap)
+    try:
+        async def setup() -> Deployment:
+            async with RpcClient(p.rpc_url) as client:
+                return await deploy(client, n_accounts=6)
+
+        deployment = asyncio.run(setup())
+        h = AlertsHarness(p, deployment)
+        accounts = deployment.accounts
+        rules = RULES.replace("WATCHED", accounts[4]).replace("BURSTER", accounts[5])
+        (tmp_path / "rules.yaml").write_text(rules)
+        applied = h.cli("alerts", "apply", str(tmp_path / "rules.yaml"))
+        assert applied.returncode == 0, applied.stderr
+        assert "as version 1" in applied.stdout
+        # follow from after the deployment: its mints are not part of what the test checks
+        p.start("follower", "follower", "run", "--from-block", str(p.head() + 1))
+        h.start_evaluator()
+        yield h
+    finally:
+        p.stop_all()
+
+
+def test_each_rule_kind_fires_on_its_events_only_and_reorgs_retract(harness: AlertsHarness) -> None:
+    h, p = harness, harness.p
+    a = h.deployment.accounts
+    p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
+
+    big_block = h.send([h.transfer(a[0], a[1], 6000 * UNIT)])          # big-transfer (+ final)
+    h.send([h.transfer(a[0], a[1], 10 * UNIT)])                         # nothing
+    h.send([h.transfer(a[1], a[4], 1 * UNIT)])                          # watched
+    h.send([h.mint(a[2], a[2], 1 * UNIT)])                              # mints
+    h.send([h.delegate(a[3], a[0], 2 * UNIT)])                          # delegations
+    h.send([h.delegate(a[3], a[0], UNIT // 10)])                        # below the delegation threshold
+    for _ in range(4):                                                  # 4 within 5 blocks: burst once
+        h.send([h.transfer(a[5], a[1], 1 * UNIT)])
+    p.wait_for("alerts", lambda: h.rules_fired().get("burst") == 1, timeout=60)
+    p.wait_for("finality", lambda: "big-transfer-final" in h.rules_fired(), timeout=60)
+    assert h.rules_fired() == {"big-transfer": 1, "big-transfer-final": 1, "watched": 1, "mints": 1,
+                               "delegations": 1, "burst": 1}
+    assert [x["block"] for x in h.alerts() if x["rule"] == "big-transfer"] == [big_block]
+
+    # an instant alert whose block is reorged out is retracted; a finalized one never fires
+    head_before = p.head()
+    reorg_block = h.send([h.transfer(a[0], a[1], 7000 * UNIT)])
+    p.wait_for("the instant alert", lambda: h.rules_fired().get("big-transfer") == 2, timeout=30)
+    depth = p.head() - reorg_block + 1
+    rpc(p.rpc_url, "anvil_reorg", depth, [[{"from": a[2], "to": a[3], "value": "0x1"}, 0]])
+    p.wait_for("the retraction", lambda: any(x["retracted"] for x in h.alerts()), timeout=30)
+    assert head_before < reorg_block
+    time.sleep(4 * 0.4 + 3)  # past the finality depth: the finalized twin must not fire
+    fired = h.rules_fired()
+    assert fired["big-transfer"] == 1 and fired["big-transfer-final"] == 1, h.alerts()
+    retracted = [x for x in h.alerts() if x["retracted"]]
+    assert [(x["rule"], x["block"]) for x in retracted] == [("big-transfer", reorg_block)]
+    if depth >= 2:
+        assert fired.get("deep-reorg") == 1
+
+    # what was published: every alert once, the retraction with the same id
+    expected = len(h.alerts()) + len(retracted)
+    published = h.published(expected)
+    ids = [(m["alert_id"], m["kind"]) for m in published]
+    assert len(set(ids)) == len(ids) == expected, ids
+    retraction = next(m for m in published if m["kind"] == "RETRACTION")
+    original = next(m for m in published if m["kind"] == "ALERT" and m["alert_id"] == retraction["alert_id"])
+    assert original["rule_id"] == "big-transfer" and original["block_number"] == reorg_block
+
+
+def test_redelivered_block_event_gives_one_alert(harness: AlertsHarness) -> None:
+    h, p = harness, harness.p
+    a = h.deployment.accounts
+    p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
+    block = h.send([h.mint(a[2], a[2], 1 * UNIT)])
+    p.wait_for("the alert", lambda: h.rules_fired().get("mints") == 1, timeout=30)
+
+    # redeliver every event of the topic so far (as a consumer restart from 0 would)
+    consumer = Consumer({"bootstrap.servers": p.kafka_bootstrap, "group.id": f"copy-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer.subscribe([p.topic])
+    copies = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.25)
+        if msg is not None and msg.error() is None:
+            copies.append(msg.value())
+            if AvroCodec().decode(msg.value())[1].get("block_number") == block:
+                break
+    consumer.close()
+    producer = Producer({"bootstrap.servers": p.kafka_bootstrap})
+    for value in copies:
+        producer.produce(p.topic, key=str(p.chain_id).encode(), value=value)
+    assert producer.flush(10) == 0
+    time.sleep(4)
+    assert h.rules_fired().get("mints") == 1
+    assert len([x for x in h.alerts() if x["rule"] == "mints"]) == 1
+
+
+def test_bad_rule_file_leaves_active_rules_unchanged(harness: AlertsHarness, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: x\n    when: {event: transfer, min_amont: 5}\n")
+    result = harness.cli("alerts", "apply", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: {bad}:3:"), result.stderr
+    assert "min_amont" in result.stderr
+    with harness.p.db() as conn:
+        rows = conn.execute("SELECT version, active FROM state.alert_rule_sets").fetchall()
+    assert rows == [(1, True)]
