@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="Bearer token of the HTTP API")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
     alerts_topic: str = Field("trace.alerts", description="Topic alerts and retractions go to")
+    token_decimals: str = Field(
+        "", description="Comma-separated TOKEN=DECIMALS for USD values (the dev chain's token is known)"
+    )
     staking_contracts: str = Field(
         "", description="Comma-separated staking contracts whose Delegated/Undelegated logs are decoded "
         "(the dev chain's is found in its deployment file)"
@@ -130,19 +133,35 @@ class Settings(BaseSettings):
             finality_depth=self.finality_depth,
             alerts_topic=self.alerts_topic,
             staking_contracts=self._staking_contracts(),
+            token_decimals=self._token_decimals(),
         )
+
+    def _devchain_deployment(self) -> dict[str, str]:
+        import json
+
+        deployment = self.home / "data" / "devchain" / f"{self.chain_id}.json"
+        try:
+            data = json.loads(deployment.read_text())
+            return {"token": str(data["token"]).lower(), "staking": str(data["staking"]).lower()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
 
     def _staking_contracts(self) -> frozenset[str]:
         found = {a.strip().lower() for a in self.staking_contracts.split(",") if a.strip()}
-        deployment = self.home / "data" / "devchain" / f"{self.chain_id}.json"
-        if deployment.exists():
-            import json
-
-            try:
-                found.add(str(json.loads(deployment.read_text())["staking"]).lower())
-            except (ValueError, KeyError):
-                pass
+        if "staking" in (dev := self._devchain_deployment()):
+            found.add(dev["staking"])
         return frozenset(found)
+
+    def _token_decimals(self) -> dict[str, int]:
+        decimals = {}
+        if "token" in (dev := self._devchain_deployment()):
+            decimals[dev["token"]] = 18
+        for item in filter(None, (i.strip() for i in self.token_decimals.split(","))):
+            token, _, value = item.partition("=")
+            if not value.strip().isdigit():
+                raise ValueError(f"TRACE_TOKEN_DECIMALS: {item!r} is not TOKEN=DECIMALS")
+            decimals[token.strip().lower()] = int(value)
+        return decimals
 
 
 def blocks_topic(chain_id: int) -> str:
@@ -204,3 +223,4 @@ class AlertsConfig(SinkConfig):
     finality_depth: int = 10
     alerts_topic: str = "trace.alerts"
     staking_contracts: frozenset[str] = frozenset()
+    token_decimals: dict[str, int] = Field(default_factory=dict)

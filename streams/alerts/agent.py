@@ -26,7 +26,10 @@ from streams.alerts.rules import RuleSet
 from streams.alerts.store import AlertStore, BatchOutcome, active_rule_set
 from streams.deadletter import send_to_dead_letter
 from streams.enrich.decode import decode_block
+from streams.enrich.enrich import enrich
+from streams.enrich.labels import LabelCache
 from streams.enrich.model import ChainEvent, LagReading
+from streams.enrich.prices import PriceBook
 from streams.hot_sink.plan import InvalidEvent, check_event
 from tracekit.avro.wire import AvroCodec
 from tracekit.config import AlertsConfig, dead_letter_topic
@@ -72,10 +75,17 @@ def make_app(config: AlertsConfig) -> faust.App:
     url = config.database_url.get_secret_value()
     state: dict[str, Any] = {}
 
-    def enrich(block: dict[str, Any]) -> list[ChainEvent]:
-        return decode_block(block, staking_contracts=config.staking_contracts)
+    def enrich_block(block: dict[str, Any]) -> list[ChainEvent]:
+        events = decode_block(block, staking_contracts=config.staking_contracts)
+        return enrich(events, state["labels"], state["prices"], config.token_decimals) if events else events
 
     async def pipeline() -> AlertPipeline:
+        if "labels" not in state:  # labels seen within seconds of a change; prices reloaded
+            labels = LabelCache(url)
+            await labels.start()
+            state["labels"] = labels
+            state["prices"] = await PriceBook.load(url)
+            state["prices_task"] = asyncio.create_task(state["prices"].refresh_forever(url, 10.0))
         if "pipeline" not in state:
             conn = await psycopg.AsyncConnection.connect(url)
             active = await active_rule_set(conn)
@@ -86,7 +96,7 @@ def make_app(config: AlertsConfig) -> faust.App:
             state["version"] = version
             state["pipeline"] = AlertPipeline(
                 config.chain_id, AlertStore(conn, codec, config.alerts_topic), Evaluator(rules, version),
-                enrich, finality_depth=config.finality_depth,
+                enrich_block, finality_depth=config.finality_depth,
             )
             log.info("evaluating rule set version %d (%d rules)", version, len(rules.rules))
         p: AlertPipeline = state["pipeline"]

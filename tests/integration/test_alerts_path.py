@@ -36,12 +36,13 @@ class AlertsHarness:
         self.deployment = deployment
         self.topic = f"trace.alerts.{p.chain_id}"
         self.metrics_port, self.web_port = free_port(), free_port()
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         return {**self.p.env(), "TRACE_ALERTS_TOPIC": self.topic, "TRACE_FINALITY_DEPTH": "4",
                 "TRACE_ALERTS_WEB_PORT": str(self.web_port),
                 "TRACE_ALERTS_METRICS_PORT": str(self.metrics_port),
-                "TRACE_STAKING_CONTRACTS": self.deployment.staking}
+                "TRACE_STAKING_CONTRACTS": self.deployment.staking, **self.extra_env}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tracekit.cli", *args], env=self.env(),
@@ -139,6 +140,10 @@ rules:
       window: {blocks: 5, count_over: 3, group_by: from}
   - id: deep-reorg
     when: {event: reorg, min_depth: 2}
+  - id: exchange-inflow
+    when: {event: transfer, action: transfer, to_label: exchange}
+  - id: usd-whale
+    when: {event: transfer, action: transfer, min_usd: "100000"}
 """
 
 
@@ -158,6 +163,11 @@ def harness(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Iterator[Alert
         applied = h.cli("alerts", "apply", str(tmp_path / "rules.yaml"))
         assert applied.returncode == 0, applied.stderr
         assert "as version 1" in applied.stdout
+        (tmp_path / "prices.csv").write_text(f"token,timestamp,usd\n{deployment.token},0,50\n")
+        priced = h.cli("prices", "import", str(tmp_path / "prices.csv"), "--no-publish")
+        assert priced.returncode == 0, priced.stderr
+        # the worker learns the token's decimals from TRACE_TOKEN_DECIMALS
+        h.extra_env["TRACE_TOKEN_DECIMALS"] = f"{deployment.token}=18"
         # follow from after the deployment: its mints are not part of what the test checks
         p.start("follower", "follower", "run", "--from-block", str(p.head() + 1))
         h.start_evaluator()
@@ -171,7 +181,11 @@ def test_each_rule_kind_fires_on_its_events_only_and_reorgs_retract(harness: Ale
     a = h.deployment.accounts
     p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
 
-    big_block = h.send([h.transfer(a[0], a[1], 6000 * UNIT)])          # big-transfer (+ final)
+    labelled = h.cli("labels", "add", a[2], "exchange")                  # while the worker runs
+    assert labelled.returncode == 0, labelled.stderr
+    time.sleep(2.0)
+    h.send([h.transfer(a[0], a[2], 3 * UNIT)])                          # exchange-inflow (150 USD)
+    big_block = h.send([h.transfer(a[0], a[1], 6000 * UNIT)])          # big-transfer (+ final), usd-whale
     h.send([h.transfer(a[0], a[1], 10 * UNIT)])                         # nothing
     h.send([h.transfer(a[1], a[4], 1 * UNIT)])                          # watched
     h.send([h.mint(a[2], a[2], 1 * UNIT)])                              # mints
@@ -182,13 +196,14 @@ def test_each_rule_kind_fires_on_its_events_only_and_reorgs_retract(harness: Ale
     p.wait_for("alerts", lambda: h.rules_fired().get("burst") == 1, timeout=60)
     p.wait_for("finality", lambda: "big-transfer-final" in h.rules_fired(), timeout=60)
     assert h.rules_fired() == {"big-transfer": 1, "big-transfer-final": 1, "watched": 1, "mints": 1,
-                               "delegations": 1, "burst": 1}
+                               "delegations": 1, "burst": 1, "exchange-inflow": 1, "usd-whale": 1}
     assert [x["block"] for x in h.alerts() if x["rule"] == "big-transfer"] == [big_block]
 
     # an instant alert whose block is reorged out is retracted; a finalized one never fires
     head_before = p.head()
     reorg_block = h.send([h.transfer(a[0], a[1], 7000 * UNIT)])
     p.wait_for("the instant alert", lambda: h.rules_fired().get("big-transfer") == 2, timeout=30)
+    p.wait_for("the usd alert", lambda: h.rules_fired().get("usd-whale") == 2, timeout=30)
     depth = p.head() - reorg_block + 1
     rpc(p.rpc_url, "anvil_reorg", depth, [[{"from": a[2], "to": a[3], "value": "0x1"}, 0]])
     p.wait_for("the retraction", lambda: any(x["retracted"] for x in h.alerts()), timeout=30)
@@ -197,7 +212,8 @@ def test_each_rule_kind_fires_on_its_events_only_and_reorgs_retract(harness: Ale
     fired = h.rules_fired()
     assert fired["big-transfer"] == 1 and fired["big-transfer-final"] == 1, h.alerts()
     retracted = [x for x in h.alerts() if x["retracted"]]
-    assert [(x["rule"], x["block"]) for x in retracted] == [("big-transfer", reorg_block)]
+    assert sorted((x["rule"], x["block"]) for x in retracted) == [
+        ("big-transfer", reorg_block), ("usd-whale", reorg_block)]
     if depth >= 2:
         assert fired.get("deep-reorg") == 1
 
