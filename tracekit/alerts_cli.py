@@ -131,3 +131,25 @@ def run_evaluator() -> None:
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.web_host)
     faust.Worker(make_app(config), loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
+
+
+@app.command()
+def history(
+    from_block: Annotated[int, typer.Option("--from", help="First block of the range")],
+    to_block: Annotated[int, typer.Option("--to", help="Last block of the range (inclusive)")],
+    label: Annotated[str, typer.Option(help="A name for this run")] = "history",
+) -> None:
+    """Evaluate the active rules over a past range of the hot tables, as a labelled run.
+
+    Results go to state.historical_alerts; a historical run never delivers anything.
+    """
+    from streams.alerts.history import run_history
+
+    settings = _settings()
+    config = settings.alerts()
+    run = asyncio.run(run_history(
+        settings.resolved_database_url, settings.chain_id, from_block, to_block, label,
+        staking_contracts=config.staking_contracts, token_decimals=config.token_decimals,
+    ))
+    typer.echo(f"run {run.run_id} ({run.label}): {run.blocks} blocks, {run.alerts} alerts, "
+               f"rule set version {run.rule_version}; nothing delivered")
