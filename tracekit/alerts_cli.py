@@ -21,9 +21,11 @@ def _settings() -> Any:
     return settings()
 
 
-def _row(alert: dict[str, Any]) -> tuple[str, ...]:
+def _row(alert: dict[str, Any], *, markup: bool = True) -> tuple[str, ...]:
     when = dt.datetime.fromtimestamp(alert["fired_at_ms"] / 1000, tz=dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-    kind = "[red]RETRACTED[/red]" if alert["kind"] == "RETRACTION" else "[green]ALERT[/green]"
+    kind = "RETRACTED" if alert["kind"] == "RETRACTION" else "ALERT"
+    if markup:
+        kind = f"[red]{kind}[/red]" if kind == "RETRACTED" else f"[green]{kind}[/green]"
     return (when, kind, alert["rule_id"], alert["tier"].lower(), alert["severity"],
             str(alert["block_number"]), alert["summary"], alert["alert_id"][:12])
 
@@ -38,20 +40,25 @@ def tail(
     """Print alerts and retractions live as they are published. Env: TRACE_KAFKA_BOOTSTRAP."""
     from streams.alerts.subscribe import alert_stream
 
-    bootstrap = _settings().resolved_kafka_bootstrap
+    settings = _settings()
     columns = ("time (UTC)", "kind", "rule", "tier", "severity", "block", "summary", "alert id")
 
     async def run() -> None:
         seen = 0
+        stream = alert_stream(settings.resolved_kafka_bootstrap, topic=settings.alerts_topic, rule=rule,
+                              from_beginning=from_beginning)
+        if plain:
+            async for alert in stream:
+                typer.echo("\t".join(_row(alert, markup=False)))
+                seen += 1
+                if limit and seen >= limit:
+                    return
+            return
         table = Table(*columns, title="trace alerts", expand=True)
-        with Live(table, console=Console(), auto_refresh=False, transient=plain) as live:
-            async for alert in alert_stream(bootstrap, rule=rule, from_beginning=from_beginning):
-                if plain:
-                    typer.echo("\t".join(_row(alert)).replace("[green]", "").replace("[/green]", "")
-                               .replace("[red]", "").replace("[/red]", ""))
-                else:
-                    table.add_row(*_row(alert))
-                    live.refresh()
+        with Live(table, console=Console(), auto_refresh=False) as live:
+            async for alert in stream:
+                table.add_row(*_row(alert))
+                live.refresh()
                 seen += 1
                 if limit and seen >= limit:
                     return

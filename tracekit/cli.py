@@ -122,6 +122,28 @@ def sink_run() -> None:
     faust.Worker(faust_app, loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
 
 
+api_app = typer.Typer(help="The HTTP API.", no_args_is_help=True)
+app.add_typer(api_app, name="api")
+
+
+@api_app.command("run")
+def api_run() -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json) on TRACE_HOST:TRACE_API_PORT.
+
+    Env: TRACE_API_TOKEN (required: the bearer token), TRACE_KAFKA_BOOTSTRAP, TRACE_ALERTS_TOPIC.
+    """
+    import uvicorn
+
+    from dispatcher.api.app import create_app
+
+    config = settings()
+    if config.api_token is None or not config.api_token.get_secret_value():
+        raise TraceError("set TRACE_API_TOKEN: every public endpoint needs a bearer token")
+    api = create_app(kafka_bootstrap=config.resolved_kafka_bootstrap,
+                     api_token=config.api_token.get_secret_value(), alerts_topic=config.alerts_topic)
+    uvicorn.run(api, host=config.host, port=config.api_port, log_level="info")
+
+
 @app.command()
 def demo(
     seconds: Annotated[float, typer.Option(help="How long to watch the running slice")] = 40.0,

@@ -7,6 +7,7 @@ are applied with `trace alerts apply`, and the alerts table and topic are checke
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -39,22 +40,36 @@ class AlertsHarness:
         self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
-        return {**self.p.env(), "TRACE_ALERTS_TOPIC": self.topic, "TRACE_FINALITY_DEPTH": "4",
-                "TRACE_ALERTS_WEB_PORT": str(self.web_port),
-                "TRACE_ALERTS_METRICS_PORT": str(self.metrics_port),
-                "TRACE_STAKING_CONTRACTS": self.deployment.staking, **self.extra_env}
+        return {
+            **self.p.env(),
+            "TRACE_ALERTS_TOPIC": self.topic,
+            "TRACE_FINALITY_DEPTH": "4",
+            "TRACE_ALERTS_WEB_PORT": str(self.web_port),
+            "TRACE_ALERTS_METRICS_PORT": str(self.metrics_port),
+            "TRACE_STAKING_CONTRACTS": self.deployment.staking,
+            **self.extra_env,
+        }
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tracekit.cli", *args], env=self.env(),
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "tracekit.cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def start_evaluator(self) -> None:
         n = self.p.restarts.get("alerts", 0)
         self.p.restarts["alerts"] = n + 1
         with (self.p.root / f"alerts.{n}.log").open("wb") as log:
             self.p.procs["alerts"] = subprocess.Popen(
-                [sys.executable, "-m", "tracekit.cli", "alerts", "run"], env=self.env(), stdout=log,
-                stderr=subprocess.STDOUT)
+                [sys.executable, "-m", "tracekit.cli", "alerts", "run"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def send(self, txs: list[dict[str, Any]]) -> int:
         """Send transactions; returns the block they were mined in (one block)."""
@@ -84,7 +99,9 @@ class AlertsHarness:
         with self.p.db() as conn:
             rows = conn.execute(
                 "SELECT rule_id, tier, block_number, block_hash, event_key, retracted_at IS NOT NULL"
-                " FROM state.alerts WHERE chain_id = %s ORDER BY fired_at", (self.p.chain_id,)).fetchall()
+                " FROM state.alerts WHERE chain_id = %s ORDER BY fired_at",
+                (self.p.chain_id,),
+            ).fetchall()
         names = ("rule", "tier", "block", "hash", "key", "retracted")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
@@ -97,8 +114,14 @@ class AlertsHarness:
 
     def published(self, expect: int, timeout: float = 30) -> list[dict[str, Any]]:
         codec = AvroCodec()
-        consumer = Consumer({"bootstrap.servers": self.p.kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}",
-                             "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.p.kafka_bootstrap,
+                "group.id": f"t-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+            }
+        )
         consumer.subscribe([self.topic])
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
@@ -151,6 +174,7 @@ rules:
 def harness(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Iterator[AlertsHarness]:
     p = make_pipeline(tmp_path, pg_url, kafka_bootstrap)
     try:
+
         async def setup() -> Deployment:
             async with RpcClient(p.rpc_url) as client:
                 return await deploy(client, n_accounts=6)
@@ -181,22 +205,30 @@ def test_each_rule_kind_fires_on_its_events_only_and_reorgs_retract(harness: Ale
     a = h.deployment.accounts
     p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
 
-    labelled = h.cli("labels", "add", a[2], "exchange")                  # while the worker runs
+    labelled = h.cli("labels", "add", a[2], "exchange")  # while the worker runs
     assert labelled.returncode == 0, labelled.stderr
     time.sleep(2.0)
-    h.send([h.transfer(a[0], a[2], 3 * UNIT)])                          # exchange-inflow (150 USD)
-    big_block = h.send([h.transfer(a[0], a[1], 6000 * UNIT)])          # big-transfer (+ final), usd-whale
-    h.send([h.transfer(a[0], a[1], 10 * UNIT)])                         # nothing
-    h.send([h.transfer(a[1], a[4], 1 * UNIT)])                          # watched
-    h.send([h.mint(a[2], a[2], 1 * UNIT)])                              # mints
-    h.send([h.delegate(a[3], a[0], 2 * UNIT)])                          # delegations
-    h.send([h.delegate(a[3], a[0], UNIT // 10)])                        # below the delegation threshold
-    for _ in range(4):                                                  # 4 within 5 blocks: burst once
+    h.send([h.transfer(a[0], a[2], 3 * UNIT)])  # exchange-inflow (150 USD)
+    big_block = h.send([h.transfer(a[0], a[1], 6000 * UNIT)])  # big-transfer (+ final), usd-whale
+    h.send([h.transfer(a[0], a[1], 10 * UNIT)])  # nothing
+    h.send([h.transfer(a[1], a[4], 1 * UNIT)])  # watched
+    h.send([h.mint(a[2], a[2], 1 * UNIT)])  # mints
+    h.send([h.delegate(a[3], a[0], 2 * UNIT)])  # delegations
+    h.send([h.delegate(a[3], a[0], UNIT // 10)])  # below the delegation threshold
+    for _ in range(4):  # 4 within 5 blocks: burst once
         h.send([h.transfer(a[5], a[1], 1 * UNIT)])
     p.wait_for("alerts", lambda: h.rules_fired().get("burst") == 1, timeout=60)
     p.wait_for("finality", lambda: "big-transfer-final" in h.rules_fired(), timeout=60)
-    assert h.rules_fired() == {"big-transfer": 1, "big-transfer-final": 1, "watched": 1, "mints": 1,
-                               "delegations": 1, "burst": 1, "exchange-inflow": 1, "usd-whale": 1}
+    assert h.rules_fired() == {
+        "big-transfer": 1,
+        "big-transfer-final": 1,
+        "watched": 1,
+        "mints": 1,
+        "delegations": 1,
+        "burst": 1,
+        "exchange-inflow": 1,
+        "usd-whale": 1,
+    }
     assert [x["block"] for x in h.alerts() if x["rule"] == "big-transfer"] == [big_block]
 
     # an instant alert whose block is reorged out is retracted; a finalized one never fires
@@ -213,7 +245,9 @@ def test_each_rule_kind_fires_on_its_events_only_and_reorgs_retract(harness: Ale
     assert fired["big-transfer"] == 1 and fired["big-transfer-final"] == 1, h.alerts()
     retracted = [x for x in h.alerts() if x["retracted"]]
     assert sorted((x["rule"], x["block"]) for x in retracted) == [
-        ("big-transfer", reorg_block), ("usd-whale", reorg_block)]
+        ("big-transfer", reorg_block),
+        ("usd-whale", reorg_block),
+    ]
     if depth >= 2:
         assert fired.get("deep-reorg") == 1
 
@@ -235,8 +269,14 @@ def test_redelivered_block_event_gives_one_alert(harness: AlertsHarness) -> None
     p.wait_for("the alert", lambda: h.rules_fired().get("mints") == 1, timeout=30)
 
     # redeliver every event of the topic so far (as a consumer restart from 0 would)
-    consumer = Consumer({"bootstrap.servers": p.kafka_bootstrap, "group.id": f"copy-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": p.kafka_bootstrap,
+            "group.id": f"copy-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
     consumer.subscribe([p.topic])
     copies = []
     deadline = time.monotonic() + 20
@@ -289,13 +329,99 @@ def test_historical_run_finds_the_alerts_and_delivers_nothing(harness: AlertsHar
         assert conn.execute("SELECT count(*) FROM state.outbox").fetchone() == outbox_before
         assert conn.execute("SELECT count(*) FROM state.alerts").fetchone() == live_before
         run = conn.execute("SELECT label, from_block, to_block, alerts FROM state.alert_runs").fetchone()
-        historical = {(r, n) for r, n in conn.execute(
-            "SELECT rule_id, block_number FROM state.historical_alerts")}
-        live = {(r, n) for r, n in conn.execute(
-            "SELECT rule_id, block_number FROM state.alerts WHERE block_number BETWEEN %s AND %s"
-            " AND retracted_at IS NULL", (first, last))}
+        historical = {
+            (r, n) for r, n in conn.execute("SELECT rule_id, block_number FROM state.historical_alerts")
+        }
+        live = {
+            (r, n)
+            for r, n in conn.execute(
+                "SELECT rule_id, block_number FROM state.alerts WHERE block_number BETWEEN %s AND %s"
+                " AND retracted_at IS NULL",
+                (first, last),
+            )
+        }
     assert run is not None and run[:3] == ("replay", first, last)
     # the same events match the same rules (the finalized twin fires in history too)
     assert live <= historical
     assert {r for r, _ in historical} >= {"big-transfer", "big-transfer-final", "mints"}
     assert run[3] == len(historical)
+
+
+def test_tail_and_server_sent_events_show_alerts_as_they_are_published(harness: AlertsHarness) -> None:
+    import httpx
+
+    h, p = harness, harness.p
+    a = h.deployment.accounts
+    port = free_port()
+    env = {**h.env(), "TRACE_API_TOKEN": "s3cret", "TRACE_API_PORT": str(port)}
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tracekit.cli",
+            "alerts",
+            "tail",
+            "--plain",
+            "--rule",
+            "mints",
+            "--from-beginning",
+            "--limit",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with (p.root / "api.log").open("wb") as log:
+        p.procs["api"] = subprocess.Popen(
+            [sys.executable, "-m", "tracekit.cli", "api", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        p.wait_for("the API", lambda: _answers(base), timeout=30)
+        assert httpx.get(f"{base}/v1/alerts/stream").status_code == 401
+        assert httpx.get(f"{base}/openapi.json").json()["paths"]["/v1/alerts/stream"]
+        p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
+        with httpx.stream(
+            "GET",
+            f"{base}/v1/alerts/stream",
+            params={"rule": "mints", "from_beginning": "true"},
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=60,
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.iter_lines()
+            assert next(lines) == ": subscribed"
+            h.send([h.mint(a[2], a[2], 1 * UNIT)])
+            h.send([h.mint(a[3], a[3], 1 * UNIT)])
+            events: list[str] = []
+            for line in lines:
+                if line.startswith("event: ") or line.startswith("data: "):
+                    events.append(line)
+                if len([e for e in events if e.startswith("data: ")]) == 2:
+                    break
+        assert [e for e in events if e.startswith("event: ")] == ["event: alert", "event: alert"]
+        payloads = [json.loads(e[len("data: ") :]) for e in events if e.startswith("data: ")]
+        assert {x["rule_id"] for x in payloads} == {"mints"} and len({x["alert_id"] for x in payloads}) == 2
+        out, err = tail.communicate(timeout=60)
+        rows = [ln.split("\t") for ln in out.splitlines() if ln.strip()]
+        assert len(rows) == 2, (out, err)
+        assert all(r[1] == "ALERT" and r[2] == "mints" for r in rows), rows
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.communicate()
+
+
+def _answers(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
