@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     alerts_web_port: int = Field(16067, description="Faust web port of the alert evaluator")
     api_port: int = Field(18080, description="Port of the HTTP API")
     api_token: SecretStr | None = Field(None, description="Bearer token of the HTTP API")
+    alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
     alerts_topic: str = Field("trace.alerts", description="Topic alerts and retractions go to")
     token_decimals: str = Field(

@@ -97,6 +97,14 @@ def default_services(settings: Settings) -> list[ServiceSpec]:
                     ports=(settings.sink_metrics_port, settings.sink_web_port),
                     ready_url=metrics.format(settings.sink_metrics_port)),
     ]
+    services.append(ServiceSpec("alerts", _cli("alerts", "run"), env,
+                                ports=(settings.alerts_metrics_port, settings.alerts_web_port),
+                                ready_url=metrics.format(settings.alerts_metrics_port)))
+    if settings.alert_routes is not None:
+        services.append(ServiceSpec("alert-route", _cli(
+            "alerts-route", "run", "--routes", str(settings.alert_routes.resolve())), env))
+    if settings.api_token is not None:
+        services.append(ServiceSpec("api", _cli("api", "run"), env, ports=(settings.api_port,)))
     if settings.traffic and settings.rpc_url is None:
         services.append(ServiceSpec("traffic", _cli(
             "devchain", "traffic",
