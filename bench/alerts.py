@@ -53,7 +53,7 @@ def rules_yaml(addresses: list[str], tokens: list[str], rng: random.Random) -> s
                 "when": {
                     "event": "transfer",
                     "token": rng.choice(tokens),
-                    "min_amount": str(rng.randint(10**20, 10**22)),
+                    "min_amount": str(int(10 ** rng.uniform(21.7, 22))),  # whales: 5k-10k tokens
                 },
             }
         )
@@ -109,7 +109,7 @@ def synthetic_blocks(
                     "topic1": word(frm),
                     "topic2": word(rng.choice(addresses)),
                     "topic3": None,
-                    "data": "0x" + format(rng.randint(1, 10**22), "064x"),
+                    "data": "0x" + format(int(10 ** rng.uniform(15, 22)), "064x"),
                 }
             )
         blocks.append(
@@ -257,7 +257,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         (root / "rules.yaml").write_text(rules_yaml(addresses, tokens, rng))
         cli(env, "alerts", "apply", str(root / "rules.yaml"))
         labels_csv = root / "labels.csv"
-        labels_csv.write_text("".join(f"{rng.choice(addresses)},label-{i % 10}\n" for i in range(200)))
+        labels_csv.write_text("".join(f"{rng.choice(addresses)},label-{i % 10}\n" for i in range(50)))
         cli(env, "labels", "import", str(labels_csv))
         topic = f"trace.chain.{SYNTHETIC_CHAIN}.blocks"
         ensure_topics(stack.bootstrap, {topic: 1, f"{topic}.dlq": 1})

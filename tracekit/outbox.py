@@ -53,6 +53,22 @@ async def enqueue(
     await cur.execute(f"NOTIFY {CHANNEL}")
 
 
+async def enqueue_many(
+    cur: psycopg.AsyncCursor[Any],
+    rows: Sequence[tuple[str, bytes | None, bytes, Mapping[str, str]]],
+) -> None:
+    """Add many ``(destination, key, payload, headers)`` side effects in one statement."""
+    if not rows:
+        return
+    await cur.execute(
+        "INSERT INTO state.outbox (destination, key, payload, headers)"
+        " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::jsonb[])",
+        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+         [orjson.dumps(dict(r[3])).decode() for r in rows]),
+    )
+    await cur.execute(f"NOTIFY {CHANNEL}")
+
+
 class OutboxPublisher:
     def __init__(self, url: str, publish: Publish, *, batch: int = 500, sweep_every: float = 0.5) -> None:
         self.url = url

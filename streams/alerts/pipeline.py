@@ -65,20 +65,26 @@ class AlertPipeline:
         self.finality_depth = finality_depth
 
     async def _route(
-        self, cur: psycopg.AsyncCursor[Any], matches: Sequence[Match], out: BatchOutcome
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        matches: Sequence[Match],
+        out: BatchOutcome,
+        instant: list[dict[str, Any]],
     ) -> None:
+        """Hold finalized-tier matches; queue instant ones in ``instant`` (written in bulk)."""
         now = int(time.time() * 1000)
         for match in matches:
             record = alert_record(match, fired_at_ms=now, chain_id=self.chain_id)
             if match.tier == "finalized" and not isinstance(match.event, ReorgEvent | LagReading):
                 await self.store.hold(cur, record, out)
             else:
-                await self.store.fire(cur, record, out)
+                instant.append(record)
 
     async def apply(self, events: Sequence[tuple[str, dict[str, Any]]]) -> BatchOutcome:
         """Apply decoded ``(record name, datum)`` events of the blocks topic, in order."""
         out = BatchOutcome()
         tip: tuple[int, str] | None = None
+        instant: list[dict[str, Any]] = []
         async with self.store.conn.transaction(), self.store.conn.cursor() as cur:
             for name, datum in events:
                 if name == REORG:
@@ -90,20 +96,23 @@ class AlertPipeline:
                         orphaned_hashes=tuple(datum["orphaned_hashes"]),
                         detected_at_ms=datum["detected_at_ms"],
                     )
+                    await self.store.fire_many(cur, instant, out)  # before they can be retracted
+                    instant = []
                     now = int(time.time() * 1000)
                     await self.store.retract(cur, self.chain_id, reorg.orphaned_hashes, now, out)
-                    await self._route(cur, self.evaluator.on_reorg(reorg), out)
+                    await self._route(cur, self.evaluator.on_reorg(reorg), out, instant)
                     tip = (reorg.common_ancestor_number, datum["common_ancestor_hash"])
                 elif name == BLOCK:
                     matches: list[Match] = []
                     for event in self.enrich(datum):
                         matches.extend(self.evaluator.evaluate(event))
-                    await self._route(cur, matches, out)
+                    await self._route(cur, matches, out, instant)
                     tip = (datum["block_number"], datum["block_hash"])
-                    await self.store.finalize(
-                        cur, self.chain_id, tip[0] - self.finality_depth, int(time.time() * 1000), out
-                    )
+            await self.store.fire_many(cur, instant, out)
             if tip is not None:
+                # held matches of blocks now final; a reorg above already dropped orphaned ones
+                final = tip[0] - self.finality_depth
+                await self.store.finalize(cur, self.chain_id, final, int(time.time() * 1000), out)
                 await self.store.advance(cur, self.chain_id, *tip)
         return out
 
@@ -111,6 +120,8 @@ class AlertPipeline:
         out = BatchOutcome()
         matches = self.evaluator.on_lag(reading)
         if matches:
+            instant: list[dict[str, Any]] = []
             async with self.store.conn.transaction(), self.store.conn.cursor() as cur:
-                await self._route(cur, matches, out)
+                await self._route(cur, matches, out, instant)
+                await self.store.fire_many(cur, instant, out)
         return out

@@ -16,7 +16,7 @@ import orjson
 import psycopg
 
 from tracekit.avro.wire import AvroCodec
-from tracekit.outbox import enqueue
+from tracekit.outbox import enqueue_many
 
 ALERT_SCHEMA = "trace.alerts.Alert"
 ALERTS_TOPIC = "trace.alerts"
@@ -79,41 +79,55 @@ class AlertStore:
         self.codec = codec
         self.topic = topic
 
+    def _message(self, record: dict[str, Any]) -> tuple[str, bytes, bytes, dict[str, str]]:
+        """The outbox row that publishes ``record`` (keyed by alert id: an alert and its
+        retraction stay in order)."""
+        headers = {"trace-alert-kind": record["kind"], "trace-rule": record["rule_id"]}
+        return self.topic, record["alert_id"].encode(), self.codec.encode(ALERT_SCHEMA, record), headers
+
     async def _publish(self, cur: psycopg.AsyncCursor[Any], record: dict[str, Any]) -> None:
-        await enqueue(
-            cur,
-            self.topic,
-            self.codec.encode(ALERT_SCHEMA, record),
-            key=record["alert_id"].encode(),
-            headers={"trace-alert-kind": record["kind"], "trace-rule": record["rule_id"]},
-        )
+        await enqueue_many(cur, [self._message(record)])
 
     async def fire(self, cur: psycopg.AsyncCursor[Any], record: dict[str, Any], out: BatchOutcome) -> None:
         """Record an alert once; publish it only the first time."""
+        await self.fire_many(cur, [record], out)
+
+    async def fire_many(
+        self, cur: psycopg.AsyncCursor[Any], records: Sequence[dict[str, Any]], out: BatchOutcome
+    ) -> None:
+        """Record alerts once each, in one statement; publish only those recorded now."""
+        records = list({rec["alert_id"]: rec for rec in records}.values())  # a batch may repeat one
+        if not records:
+            return
+        columns = (
+            "alert_id",
+            "rule_id",
+            "rule_version",
+            "tier",
+            "severity",
+            "chain_id",
+            "block_number",
+            "block_hash",
+            "event_key",
+            "event_type",
+            "summary",
+            "details_json",
+            "observed_at_ms",
+        )
         await cur.execute(
             "INSERT INTO state.alerts (alert_id, rule_id, rule_version, tier, severity, chain_id,"
             " block_number, block_hash, event_key, event_type, summary, details, observed_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s / 1000.0))"
+            " SELECT a, r, v, t, s, c, n, h, k, e, m, d::jsonb, to_timestamp(o / 1000.0) FROM unnest("
+            "%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
+            " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
+            " AS x(a, r, v, t, s, c, n, h, k, e, m, d, o)"
             " ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id",
-            (
-                record["alert_id"],
-                record["rule_id"],
-                record["rule_version"],
-                record["tier"],
-                record["severity"],
-                record["chain_id"],
-                record["block_number"],
-                record["block_hash"],
-                record["event_key"],
-                record["event_type"],
-                record["summary"],
-                record["details_json"],
-                record["observed_at_ms"],
-            ),
+            tuple([rec[col] for rec in records] for col in columns),
         )
-        if await cur.fetchone() is not None:
-            await self._publish(cur, record)
-            out.fired.append(record)
+        new = {row[0] for row in await cur.fetchall()}
+        fresh = [rec for rec in records if rec["alert_id"] in new]
+        await enqueue_many(cur, [self._message(rec) for rec in fresh])
+        out.fired.extend(fresh)
 
     async def hold(self, cur: psycopg.AsyncCursor[Any], record: dict[str, Any], out: BatchOutcome) -> None:
         """A finalized-tier match waits for finality (unless it already fired)."""
