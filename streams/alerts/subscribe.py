@@ -18,6 +18,7 @@ from confluent_kafka import Consumer
 from streams.alerts.store import ALERTS_TOPIC
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import DecodeError
+from tracekit.kafka import ensure_topics
 
 
 async def alert_stream(
@@ -30,6 +31,10 @@ async def alert_stream(
     poll_timeout: float = 0.2,
 ) -> AsyncIterator[dict[str, Any]]:
     codec = codec or AvroCodec()
+    loop = asyncio.get_running_loop()
+    # topics are always pre-created (a broker may auto-create it with other partitions, and a
+    # subscription to a missing topic waits for the next metadata refresh)
+    await loop.run_in_executor(None, lambda: ensure_topics(bootstrap, {topic: 1}))
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"trace-alert-tail-{uuid.uuid4()}",
@@ -37,9 +42,9 @@ async def alert_stream(
         "enable.auto.commit": False,
         "session.timeout.ms": 6000,
         "fetch.wait.max.ms": 50,
+        "topic.metadata.refresh.interval.ms": 5000,
     })
     consumer.subscribe([topic])
-    loop = asyncio.get_running_loop()
     try:
         while True:
             msg = await loop.run_in_executor(None, consumer.poll, poll_timeout)
