@@ -160,3 +160,30 @@ def history(
     ))
     typer.echo(f"run {run.run_id} ({run.label}): {run.blocks} blocks, {run.alerts} alerts, "
                f"rule set version {run.rule_version}; nothing delivered")
+
+
+enrich_app = typer.Typer(help="The enrichment worker: typed transfer and stake-change topics.",
+                         no_args_is_help=True)
+
+
+@enrich_app.command("run")
+def run_enrichment() -> None:
+    """Publish the chain's enriched Transfer/StakeChange records on their own topics.
+
+    Env: TRACE_KAFKA_BOOTSTRAP, TRACE_DATABASE_URL, TRACE_CHAIN_ID, TRACE_ENRICH_WEB_PORT,
+    TRACE_STAKING_CONTRACTS, TRACE_TOKEN_DECIMALS.
+    """
+    import faust
+
+    from streams.enrich.agent import make_app
+    from streams.enrich.records import stake_changes_topic, transfers_topic
+    from tracekit.config import dead_letter_topic
+    from tracekit.kafka import ensure_topics
+
+    settings = _settings()
+    config = settings.alerts().model_copy(update={"web_port": settings.enrich_web_port,
+                                                  "data_dir": settings.home / "faust-enrich"})
+    ensure_topics(config.kafka_bootstrap, {config.topic: 1, dead_letter_topic(config.topic): 1,
+                                           transfers_topic(config.chain_id): 1,
+                                           stake_changes_topic(config.chain_id): 1})
+    faust.Worker(make_app(config), loglevel="INFO", redirect_stdouts=False).execute_from_commandline()

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from operators.devchain.cli import app as devchain_app
 from tracekit.alerts_cli import app as alerts_app
+from tracekit.alerts_cli import enrich_app
 from tracekit.alerts_route_cli import app as alerts_route_app
 from tracekit.config import Settings
 from tracekit.errors import TraceError
@@ -46,6 +47,7 @@ app.add_typer(follower_app, name="follower")
 app.add_typer(sink_app, name="sink")
 app.add_typer(devchain_app, name="devchain")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(enrich_app, name="enrich")
 app.add_typer(alerts_route_app, name="alerts-route")
 app.add_typer(labels_app, name="labels")
 app.add_typer(prices_app, name="prices")

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
 
     alerts_metrics_port: int = Field(19103, description="Prometheus port of the alert evaluator")
     alerts_web_port: int = Field(16067, description="Faust web port of the alert evaluator")
+    enrich_web_port: int = Field(16068, description="Faust web port of the enrichment worker")
     api_port: int = Field(18080, description="Port of the HTTP API")
     api_token: SecretStr | None = Field(None, description="Bearer token of the HTTP API")
     alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")

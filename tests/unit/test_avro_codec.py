@@ -127,7 +127,47 @@ ALERT_SAMPLE = {
     "fired_at_ms": 1_795_000_000_000,
     "observed_at_ms": 1_795_000_000_000,
 }
-SAMPLES = {TRANSACTION: transaction(4), LOG: log(3), BLOCK: block(), REORG: reorg(), ALERT: ALERT_SAMPLE}
+ENRICHED = ("trace.enrich.Transfer", "trace.enrich.StakeChange")
+_COMMON = {
+    "chain_id": 10143,
+    "block_number": 9,
+    "block_hash": "0x" + "ab" * 32,
+    "timestamp": 1_795_000_000,
+    "log_index": 2,
+    "transaction_hash": "0x" + "cd" * 32,
+    "amount": str(10**24),
+}
+TRANSFER_SAMPLE = {
+    **_COMMON,
+    "token": "0x" + "11" * 20,
+    "from_address": "0x" + "00" * 20,
+    "to_address": "0x" + "22" * 20,
+    "action": "mint",
+    "decimals": 18,
+    "usd_value": "50000000.5",
+    "from_labels": [],
+    "to_labels": ["exchange"],
+    "idempotency_key": "10143:transfer:9:0xab:2",
+}
+STAKE_SAMPLE = {
+    **_COMMON,
+    "staking_contract": "0x" + "33" * 20,
+    "delegator": "0x" + "44" * 20,
+    "validator": "0x" + "55" * 20,
+    "action": "undelegate",
+    "delegator_labels": ["fund"],
+    "validator_labels": [],
+    "idempotency_key": "10143:stake_change:9:0xab:2",
+}
+SAMPLES = {
+    TRANSACTION: transaction(4),
+    LOG: log(3),
+    BLOCK: block(),
+    REORG: reorg(),
+    ALERT: ALERT_SAMPLE,
+    ENRICHED[0]: TRANSFER_SAMPLE,
+    ENRICHED[1]: STAKE_SAMPLE,
+}
 
 
 # -- a fake Confluent Schema Registry -------------------------------------------------------------
@@ -221,9 +261,22 @@ def registry_codec(registry: FakeRegistry) -> Iterator[AvroCodec]:
 
 def test_contract_files_are_documented_records() -> None:
     files = read_schema_files()
-    assert set(files) == {"alert.avsc", "block.avsc", "log.avsc", "reorg.avsc", "transaction.avsc"}
+    assert set(files) == {
+        "alert.avsc",
+        "block.avsc",
+        "log.avsc",
+        "reorg.avsc",
+        "transaction.avsc",
+        "transfer.avsc",
+        "stake_change.avsc",
+    }
+    namespaces = {
+        "alert.avsc": "trace.alerts",
+        "transfer.avsc": "trace.enrich",
+        "stake_change.avsc": "trace.enrich",
+    }
     for name, schema in files.items():
-        assert schema["namespace"] == ("trace.alerts" if name == "alert.avsc" else "trace.chain"), name
+        assert schema["namespace"] == namespaces.get(name, "trace.chain"), name
         assert schema["doc"], name
         for fld in schema["fields"]:
             assert fld.get("doc"), f"{name}: {fld['name']} has no doc"
@@ -232,7 +285,7 @@ def test_contract_files_are_documented_records() -> None:
     types = {f["name"]: f["type"] for f in files["block.avsc"]["fields"]}
     assert types["transactions"] == {"type": "array", "items": TRANSACTION}  # referenced, not inlined
     assert types["logs"] == {"type": "array", "items": LOG}
-    assert set(default_schemas()) == {TRANSACTION, LOG, BLOCK, REORG, ALERT}
+    assert set(default_schemas()) == {TRANSACTION, LOG, BLOCK, REORG, ALERT, *ENRICHED}
 
 
 @pytest.mark.parametrize(
@@ -303,12 +356,12 @@ def test_registry_requests_use_the_confluent_content_type(
 ) -> None:
     ids = registry_codec.register_all()
     assert set(ids) == set(SAMPLES)
-    assert len(set(ids.values())) == 5
+    assert len(set(ids.values())) == 7
     posts = [r for r in registry.requests if r[0] == "POST"]
-    assert len(posts) == 5
+    assert len(posts) == 7
     assert {r[2] for r in posts} == {"application/vnd.schemaregistry.v1+json"}
     registry_codec.encode(BLOCK, SAMPLES[BLOCK])
-    assert len([r for r in registry.requests if r[0] == "POST"]) == 5  # ids are cached
+    assert len([r for r in registry.requests if r[0] == "POST"]) == 7  # ids are cached
 
 
 hex32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())

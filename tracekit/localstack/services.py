@@ -100,6 +100,7 @@ def default_services(settings: Settings) -> list[ServiceSpec]:
     services.append(ServiceSpec("alerts", _cli("alerts", "run"), env,
                                 ports=(settings.alerts_metrics_port, settings.alerts_web_port),
                                 ready_url=metrics.format(settings.alerts_metrics_port)))
+    services.append(ServiceSpec("enrich", _cli("enrich", "run"), env, ports=(settings.enrich_web_port,)))
     if settings.alert_routes is not None:
         services.append(ServiceSpec("alert-route", _cli(
             "alerts-route", "run", "--routes", str(settings.alert_routes.resolve())), env))

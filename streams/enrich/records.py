@@ -1,0 +1,52 @@
+"""Pure: enriched events -> the typed Avro records of the enrichment topics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.enrich.model import STAKE_CHANGE, ChainEvent
+
+TRANSFER_SCHEMA = "trace.enrich.Transfer"
+STAKE_CHANGE_SCHEMA = "trace.enrich.StakeChange"
+
+
+def transfers_topic(chain_id: int) -> str:
+    return f"trace.chain.{chain_id}.transfers"
+
+
+def stake_changes_topic(chain_id: int) -> str:
+    return f"trace.chain.{chain_id}.stake_changes"
+
+
+def typed_record(event: ChainEvent) -> tuple[str, dict[str, Any]]:
+    """(schema name, record) of one enriched event."""
+    common = {
+        "chain_id": event.chain_id,
+        "block_number": event.block_number,
+        "block_hash": event.block_hash,
+        "timestamp": event.timestamp,
+        "log_index": event.log_index,
+        "transaction_hash": event.transaction_hash,
+        "amount": str(event.amount),
+        "action": event.action,
+        "idempotency_key": event.key,
+    }
+    if event.event_type == STAKE_CHANGE:
+        return STAKE_CHANGE_SCHEMA, {
+            **common,
+            "staking_contract": event.token,
+            "delegator": event.from_address,
+            "validator": event.to_address,
+            "delegator_labels": sorted(event.from_labels),
+            "validator_labels": sorted(event.to_labels),
+        }
+    return TRANSFER_SCHEMA, {
+        **common,
+        "token": event.token,
+        "from_address": event.from_address,
+        "to_address": event.to_address,
+        "decimals": event.decimals,
+        "usd_value": None if event.usd_value is None else format(event.usd_value, "f"),
+        "from_labels": sorted(event.from_labels),
+        "to_labels": sorted(event.to_labels),
+    }
