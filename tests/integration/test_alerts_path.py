@@ -425,3 +425,60 @@ def _answers(base: str) -> bool:
         return httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_enrichment_publishes_typed_transfers_and_stake_changes_with_reorgs(harness: AlertsHarness) -> None:
+    h, p = harness, harness.p
+    a = h.deployment.accounts
+    assert h.cli("labels", "add", a[3], "fund").returncode == 0
+    with (p.root / "enrich.log").open("wb") as log:
+        p.procs["enrich"] = subprocess.Popen(
+            [sys.executable, "-m", "tracekit.cli", "enrich", "run"],
+            env={**h.env(), "TRACE_ENRICH_WEB_PORT": str(free_port())},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
+    mint_block = h.send([h.mint(a[2], a[2], 5 * UNIT)])
+    h.send([h.delegate(a[3], a[0], 2 * UNIT)])
+    rpc(p.rpc_url, "anvil_reorg", 1, [[{"from": a[1], "to": a[2], "value": "0x1"}, 0]])
+
+    codec = AvroCodec()
+
+    def read(topic: str, until: str) -> list[tuple[str, dict[str, Any]]]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": p.kafka_bootstrap,
+                "group.id": f"t-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+            }
+        )
+        consumer.subscribe([topic])
+        got: list[tuple[str, dict[str, Any]]] = []
+        deadline = time.monotonic() + 40
+        try:
+            while time.monotonic() < deadline and not any(n == until for n, _ in got):
+                msg = consumer.poll(0.25)
+                if msg is not None and msg.error() is None and msg.value() is not None:
+                    got.append(codec.decode(msg.value()))
+        finally:
+            consumer.close()
+        return got
+
+    transfers = read(f"trace.chain.{p.chain_id}.transfers", "trace.chain.Reorg")
+    mints = [r for n, r in transfers if n == "trace.enrich.Transfer" and r["action"] == "mint"]
+    assert [(m["block_number"], m["to_address"], m["amount"]) for m in mints] == [
+        (mint_block, a[2], str(5 * UNIT))
+    ]
+    assert mints[0]["idempotency_key"].startswith(f"{p.chain_id}:transfer:{mint_block}:0x")
+    names = [n for n, _ in transfers]
+    assert names.index("trace.chain.Reorg") > names.index("trace.enrich.Transfer")  # in chain order
+
+    stakes = read(f"trace.chain.{p.chain_id}.stake_changes", "trace.chain.Reorg")
+    changes = [r for n, r in stakes if n == "trace.enrich.StakeChange"]
+    assert [(c["action"], c["delegator"], c["validator"], c["amount"]) for c in changes] == [
+        ("delegate", a[3], a[0], str(2 * UNIT))
+    ]
+    assert changes[0]["delegator_labels"] == ["fund"]
+    assert changes[0]["staking_contract"] == h.deployment.staking
