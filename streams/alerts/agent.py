@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -35,12 +36,16 @@ from tracekit.avro.wire import AvroCodec
 from tracekit.config import AlertsConfig, dead_letter_topic
 from tracekit.errors import DecodeError, RetryableError
 from tracekit.kafka import EventProducer, ensure_topics, outbox_to_kafka
-from tracekit.outbox import OutboxPublisher
+from tracekit.outbox import OutboxPublisher, OutboxRow
 
 log = logging.getLogger("trace.alerts")
 
 ALERTS = Counter("trace_alerts_total", "Alerts fired, by rule", ["rule_id", "tier"])
 RETRACTIONS = Counter("trace_alert_retractions_total", "Alerts retracted after a reorg", ["rule_id"])
+BLOCK_TO_PUBLISHED = Histogram(
+    "trace_alert_published_seconds", "Block seen by the follower -> alert acknowledged on the alerts topic",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
+)
 BLOCK_TO_DECISION = Histogram(
     "trace_alert_decision_seconds", "Block seen by the follower -> alert committed",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
@@ -149,7 +154,17 @@ def make_app(config: AlertsConfig) -> faust.App:
     async def publish_outbox() -> None:
         ensure_topics(config.kafka_bootstrap, {config.alerts_topic: 1})
         producer = EventProducer(config.kafka_bootstrap, client_id=f"trace-alerts-outbox-{config.chain_id}")
-        publisher = OutboxPublisher(url, outbox_to_kafka(producer), sweep_every=0.5)
+        to_kafka = outbox_to_kafka(producer)
+
+        async def publish(rows: Sequence[OutboxRow]) -> None:
+            await to_kafka(rows)
+            now = time.time()
+            for row in rows:
+                observed = int(row.headers.get("trace-observed-at-ms", "0") or 0)
+                if observed and row.headers.get("trace-alert-kind") == "ALERT":
+                    BLOCK_TO_PUBLISHED.observe(max(0.0, now - observed / 1000))
+
+        publisher = OutboxPublisher(url, publish, sweep_every=0.5)
         state["publisher"] = publisher
         try:
             await publisher.run(asyncio.Event())

@@ -82,7 +82,8 @@ class AlertStore:
     def _message(self, record: dict[str, Any]) -> tuple[str, bytes, bytes, dict[str, str]]:
         """The outbox row that publishes ``record`` (keyed by alert id: an alert and its
         retraction stay in order)."""
-        headers = {"trace-alert-kind": record["kind"], "trace-rule": record["rule_id"]}
+        headers = {"trace-alert-kind": record["kind"], "trace-rule": record["rule_id"],
+                   "trace-observed-at-ms": str(record["observed_at_ms"])}
         return self.topic, record["alert_id"].encode(), self.codec.encode(ALERT_SCHEMA, record), headers
 
     async def _publish(self, cur: psycopg.AsyncCursor[Any], record: dict[str, Any]) -> None:
