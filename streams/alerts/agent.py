@@ -20,21 +20,17 @@ import faust
 import psycopg
 from prometheus_client import Counter, Histogram
 
-from streams import faust_transport
 from streams.alerts.evaluate import Evaluator
 from streams.alerts.pipeline import AlertPipeline
 from streams.alerts.rules import RuleSet
 from streams.alerts.store import AlertStore, BatchOutcome, active_rule_set
-from streams.deadletter import send_to_dead_letter
+from streams.chain_app import chain_app, decode_batch
 from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
 from streams.enrich.labels import LabelCache
 from streams.enrich.model import ChainEvent, LagReading
 from streams.enrich.prices import PriceBook
-from streams.hot_sink.plan import InvalidEvent, check_event
-from tracekit.avro.wire import AvroCodec
-from tracekit.config import AlertsConfig, dead_letter_topic
-from tracekit.errors import DecodeError, RetryableError
+from tracekit.config import AlertsConfig
 from tracekit.kafka import EventProducer, ensure_topics, outbox_to_kafka
 from tracekit.outbox import OutboxPublisher, OutboxRow
 
@@ -43,11 +39,13 @@ log = logging.getLogger("trace.alerts")
 ALERTS = Counter("trace_alerts_total", "Alerts fired, by rule", ["rule_id", "tier"])
 RETRACTIONS = Counter("trace_alert_retractions_total", "Alerts retracted after a reorg", ["rule_id"])
 BLOCK_TO_PUBLISHED = Histogram(
-    "trace_alert_published_seconds", "Block seen by the follower -> alert acknowledged on the alerts topic",
+    "trace_alert_published_seconds",
+    "Block seen by the follower -> alert acknowledged on the alerts topic",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
 )
 BLOCK_TO_DECISION = Histogram(
-    "trace_alert_decision_seconds", "Block seen by the follower -> alert committed",
+    "trace_alert_decision_seconds",
+    "Block seen by the follower -> alert committed",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
 )
 
@@ -57,26 +55,9 @@ def empty_rule_set() -> RuleSet:
 
 
 def make_app(config: AlertsConfig) -> faust.App:
-    app = faust.App(
-        f"trace-alerts-{config.chain_id}",
-        broker=f"{faust_transport.SCHEME}://{config.kafka_bootstrap}",
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=True,
-        web_bind=config.web_host,
-        web_host=config.web_host,
-        web_port=config.web_port,
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=1,
-        store="memory://",
-        datadir=str(config.data_dir),
-    )
-    source = app.topic(config.topic, value_type=bytes, key_type=bytes, partitions=1)
-    dlq = app.topic(dead_letter_topic(config.topic), value_type=bytes, key_type=bytes, partitions=1)
-    codec = AvroCodec(registry_url=config.schema_registry_url, topic=config.topic)
+    ca = chain_app("alerts", config)
+    app = ca.app
+    codec = ca.codec
     url = config.database_url.get_secret_value()
     state: dict[str, Any] = {}
 
@@ -94,14 +75,17 @@ def make_app(config: AlertsConfig) -> faust.App:
         if "pipeline" not in state:
             conn = await psycopg.AsyncConnection.connect(url)
             active = await active_rule_set(conn)
-            version, rules = (0, empty_rule_set()) if active is None else (
-                active[0], RuleSet.from_json(active[1])
+            version, rules = (
+                (0, empty_rule_set()) if active is None else (active[0], RuleSet.from_json(active[1]))
             )
             await conn.commit()
             state["version"] = version
             state["pipeline"] = AlertPipeline(
-                config.chain_id, AlertStore(conn, codec, config.alerts_topic), Evaluator(rules, version),
-                enrich_block, finality_depth=config.finality_depth,
+                config.chain_id,
+                AlertStore(conn, codec, config.alerts_topic),
+                Evaluator(rules, version),
+                enrich_block,
+                finality_depth=config.finality_depth,
             )
             log.info("evaluating rule set version %d (%d rules)", version, len(rules.rules))
         p: AlertPipeline = state["pipeline"]
@@ -133,21 +117,10 @@ def make_app(config: AlertsConfig) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    @app.agent(source, name="alerts")
+    @app.agent(ca.source, name="alerts")
     async def evaluate(stream: Any) -> None:
         async for batch in stream.take_events(500, within=0.01):
-            decoded: list[tuple[str, dict[str, Any]]] = []
-            for event in batch:
-                message = event.message
-                try:
-                    name, datum = codec.decode(message.value)
-                    check_event(config.chain_id, name, datum)
-                except RetryableError:
-                    raise  # e.g. the registry is down: the worker restarts and re-reads
-                except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
-                    await send_to_dead_letter(dlq, message, "alerts", f"{type(exc).__name__}: {exc}")
-                    continue
-                decoded.append((name, datum))
+            decoded = [(n, d) for _, n, d in await decode_batch(ca, batch, stage="alerts", dead_letter=False)]
             if decoded:
                 await apply_with_retry(decoded)
 
@@ -175,9 +148,12 @@ def make_app(config: AlertsConfig) -> faust.App:
         p = await pipeline()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             active = await active_rule_set(conn)
-            row = await (await conn.execute(
-                "SELECT block_number, head_number FROM state.follower_cursor WHERE chain_id = %s",
-                (config.chain_id,))).fetchone()
+            row = await (
+                await conn.execute(
+                    "SELECT block_number, head_number FROM state.follower_cursor WHERE chain_id = %s",
+                    (config.chain_id,),
+                )
+            ).fetchone()
         if active is not None and active[0] != state.get("version"):
             state["version"] = active[0]
             p.evaluator = Evaluator(RuleSet.from_json(active[1]), active[0])

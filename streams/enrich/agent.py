@@ -15,41 +15,20 @@ from typing import Any
 
 import faust
 
-from streams import faust_transport
-from streams.deadletter import send_to_dead_letter
+from streams.chain_app import chain_app, decode_batch
 from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
 from streams.enrich.labels import LabelCache
 from streams.enrich.prices import PriceBook
 from streams.enrich.records import stake_changes_topic, transfers_topic, typed_record
-from streams.hot_sink.plan import BLOCK, InvalidEvent, check_event
-from tracekit.avro.wire import AvroCodec
-from tracekit.config import AlertsConfig, dead_letter_topic
-from tracekit.errors import DecodeError
+from streams.hot_sink.plan import BLOCK
+from tracekit.config import AlertsConfig
 from tracekit.kafka import EventProducer
 
 
 def make_app(config: AlertsConfig) -> faust.App:
-    app = faust.App(
-        f"trace-enrich-{config.chain_id}",
-        broker=f"{faust_transport.SCHEME}://{config.kafka_bootstrap}",
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=True,
-        web_bind=config.web_host,
-        web_host=config.web_host,
-        web_port=config.web_port,
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=1,
-        store="memory://",
-        datadir=str(config.data_dir),
-    )
-    source = app.topic(config.topic, value_type=bytes, key_type=bytes, partitions=1)
-    dlq = app.topic(dead_letter_topic(config.topic), value_type=bytes, key_type=bytes, partitions=1)
-    codec = AvroCodec(registry_url=config.schema_registry_url, topic=config.topic)
+    ca = chain_app("enrich", config)
+    app, codec = ca.app, ca.codec
     url = config.database_url.get_secret_value()
     key = str(config.chain_id).encode()
     topics = (transfers_topic(config.chain_id), stake_changes_topic(config.chain_id))
@@ -67,19 +46,12 @@ def make_app(config: AlertsConfig) -> faust.App:
             )
         return state["labels"], state["prices"], state["producer"]
 
-    @app.agent(source, name="enrich")
+    @app.agent(ca.source, name="enrich")
     async def enrich_blocks(stream: Any) -> None:
         async for batch in stream.take_events(500, within=0.01):
             labels, prices, producer = await ready()
             acks = []
-            for event in batch:
-                message = event.message
-                try:
-                    name, datum = codec.decode(message.value)
-                    check_event(config.chain_id, name, datum)
-                except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
-                    await send_to_dead_letter(dlq, message, "enrich", f"{type(exc).__name__}: {exc}")
-                    continue
+            for message, name, datum in await decode_batch(ca, batch, stage="enrich", dead_letter=False):
                 if name != BLOCK:  # a reorg: every subscriber must see it, in order
                     for topic in topics:
                         acks.append(producer.produce(topic, key, message.value, [("trace-type", b"reorg")]))

@@ -18,13 +18,11 @@ import faust
 import psycopg
 from prometheus_client import Counter, Histogram
 
-from streams import faust_transport
+from streams.chain_app import chain_app, decode_batch
 from streams.deadletter import send_to_dead_letter
-from streams.hot_sink.plan import REORG, InvalidEvent, check_event, plan
+from streams.hot_sink.plan import REORG, plan
 from streams.hot_sink.writer import HotTableWriter
-from tracekit.avro.wire import AvroCodec
-from tracekit.config import SinkConfig, dead_letter_topic
-from tracekit.errors import DecodeError, RetryableError
+from tracekit.config import SinkConfig
 
 log = logging.getLogger("trace.sink")
 
@@ -34,27 +32,9 @@ BATCH_SECONDS = Histogram("trace_sink_batch_seconds", "Time to apply one batch",
 
 def make_app(config: SinkConfig) -> faust.App:
     """The Faust app of one chain's hot-table sink, tuned for the embedded broker too."""
-    app = faust.App(
-        f"trace-hot-sink-{config.chain_id}",
-        broker=f"{faust_transport.SCHEME}://{config.kafka_bootstrap}",
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=True,
-        web_bind=config.web_host,
-        web_host=config.web_host,
-        web_port=config.web_port,
-        broker_session_timeout=6.0,  # tansu delays every group join by half of it
-        broker_heartbeat_interval=1.0,
-        broker_commit_every=config.batch_max,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=1,
-        store="memory://",
-        datadir=str(config.data_dir),
-    )
-    source = app.topic(config.topic, value_type=bytes, key_type=bytes, partitions=1)
-    dlq = app.topic(dead_letter_topic(config.topic), value_type=bytes, key_type=bytes, partitions=1)
-    codec = AvroCodec(registry_url=config.schema_registry_url, topic=config.topic)
+    ca = chain_app("hot-sink", config, commit_every=config.batch_max)
+    app = ca.app
+    dlq = ca.dlq
     chain = str(config.chain_id)
     state: dict[str, HotTableWriter] = {}
 
@@ -77,29 +57,10 @@ def make_app(config: SinkConfig) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def decode_with_retry(payload: bytes) -> tuple[str, dict[str, Any]]:
-        delay = 0.2
-        while True:
-            try:
-                return codec.decode(payload)
-            except RetryableError as exc:  # e.g. the schema registry is unreachable: wait, never drop
-                log.warning("cannot decode yet, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    @app.agent(source, name="hot-sink")
+    @app.agent(ca.source, name="hot-sink")
     async def hot_sink(stream: Any) -> None:
         async for batch in stream.take_events(config.batch_max, within=config.batch_within):
-            decoded: list[tuple[Any, str, dict[str, Any]]] = []
-            for event in batch:
-                message = event.message
-                try:
-                    name, datum = await decode_with_retry(message.value)
-                    check_event(config.chain_id, name, datum)
-                except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
-                    await send_to_dead_letter(dlq, message, "decode", f"{type(exc).__name__}: {exc}")
-                    continue
-                decoded.append((message, name, datum))
+            decoded = await decode_batch(ca, batch, stage="decode", dead_letter=True)
             if not decoded:
                 continue
             with BATCH_SECONDS.labels(chain).time():

@@ -1,0 +1,105 @@
+"""What every Faust worker on a chain's blocks topic shares: the app, its topics, decoding.
+
+Each worker (hot-table sink, alert evaluator, enrichment) is its own consumer group on
+``trace.chain.<id>.blocks``, tuned for the embedded broker too (short session timeout, short
+fetch wait, web server on the configured host). :func:`decode_batch` decodes and checks a batch;
+an unusable message is dead-lettered by the sink (one copy in ``<topic>.dlq``) and skipped,
+counted, by the others. A retryable decode failure (the schema registry is down) is waited out,
+never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import Counter
+
+from streams import faust_transport
+from streams.deadletter import send_to_dead_letter
+from streams.hot_sink.plan import InvalidEvent, check_event
+from tracekit.avro.wire import AvroCodec
+from tracekit.config import SinkConfig, dead_letter_topic
+from tracekit.errors import DecodeError, RetryableError
+
+log = logging.getLogger("trace.streams")
+
+SKIPPED = Counter(
+    "trace_skipped_messages_total",
+    "Unusable messages skipped (the sink dead-letters them)",
+    ["topic", "stage"],
+)
+
+
+@dataclass(frozen=True)
+class ChainApp:
+    app: faust.App
+    source: Any  # faust topic
+    dlq: Any
+    codec: AvroCodec
+    chain_id: int
+
+
+def chain_app(name: str, config: SinkConfig, *, commit_every: int | None = None) -> ChainApp:
+    extra: dict[str, Any] = {} if commit_every is None else {"broker_commit_every": commit_every}
+    app = faust.App(
+        f"trace-{name}-{config.chain_id}",
+        broker=f"{faust_transport.SCHEME}://{config.kafka_bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_bind=config.web_host,
+        web_host=config.web_host,
+        web_port=config.web_port,
+        broker_session_timeout=6.0,  # tansu delays every group join by half of it
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=1,
+        store="memory://",
+        datadir=str(config.data_dir),
+        **extra,
+    )
+    return ChainApp(
+        app=app,
+        source=app.topic(config.topic, value_type=bytes, key_type=bytes, partitions=1),
+        dlq=app.topic(dead_letter_topic(config.topic), value_type=bytes, key_type=bytes, partitions=1),
+        codec=AvroCodec(registry_url=config.schema_registry_url, topic=config.topic),
+        chain_id=config.chain_id,
+    )
+
+
+async def _decode(codec: AvroCodec, payload: bytes) -> tuple[str, dict[str, Any]]:
+    delay = 0.2
+    while True:
+        try:
+            return codec.decode(payload)
+        except RetryableError as exc:  # e.g. the schema registry is unreachable: wait, never drop
+            log.warning("cannot decode yet, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def decode_batch(
+    ca: ChainApp, batch: Sequence[Any], *, stage: str, dead_letter: bool
+) -> list[tuple[Any, str, dict[str, Any]]]:
+    """``(message, record name, datum)`` of the usable events of a Faust ``take_events`` batch."""
+    decoded = []
+    for event in batch:
+        message = event.message
+        try:
+            name, datum = await _decode(ca.codec, message.value)
+            check_event(ca.chain_id, name, datum)
+        except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
+            if dead_letter:
+                await send_to_dead_letter(ca.dlq, message, stage, f"{type(exc).__name__}: {exc}")
+            else:
+                SKIPPED.labels(message.topic, stage).inc()
+                log.warning("skipped %s/%s/%s: %s", message.topic, message.partition, message.offset, exc)
+            continue
+        decoded.append((message, name, datum))
+    return decoded
