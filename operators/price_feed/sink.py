@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from operators.price_feed.parse import PricePoint
+from tracekit.avro.wire import AvroCodec
 from tracekit.errors import RetryableError
 
 PRICES_TOPIC = "trace.prices"
@@ -56,11 +56,23 @@ def list_prices(
     return [(str(t), s, int(ts), Decimal(u), str(src)) for t, s, ts, u, src in rows]
 
 
+PRICE_SCHEMA = "trace.prices.Price"
+_CODEC = AvroCodec()
+
+
+def price_record(point: PricePoint) -> dict[str, object]:
+    return {
+        "token": point.token,
+        "symbol": point.symbol,
+        "ts": point.ts,
+        "usd": str(point.usd),
+        "source": point.source,
+    }
+
+
 def encode_point(point: PricePoint) -> tuple[bytes, bytes]:
-    """(key, value) of the ``trace.prices`` message of ``point``."""
-    value = {"token": point.token, "symbol": point.symbol, "ts": point.ts, "usd": str(point.usd),
-             "source": point.source}
-    return f"{point.token}:{point.ts}".encode(), orjson.dumps(value)
+    """(key, value) of the ``trace.prices`` message of ``point``: Avro, naming its schema."""
+    return f"{point.token}:{point.ts}".encode(), _CODEC.encode(PRICE_SCHEMA, price_record(point))
 
 
 class PricePublisher:
@@ -70,10 +82,15 @@ class PricePublisher:
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap, "client.id": "trace-price-feed",
-            "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-        })
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": "trace-price-feed",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+            }
+        )
 
     def ensure_topic(self) -> None:
         from tracekit.kafka import ensure_topics

@@ -12,7 +12,6 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import orjson
 import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -21,6 +20,7 @@ from operators.price_feed.feed import import_file, poll
 from operators.price_feed.parse import PriceFeedError
 from operators.price_feed.sink import PricePublisher
 from streams.enrich.prices import PriceBook
+from tracekit.avro.wire import AvroCodec
 
 
 def token() -> str:
@@ -43,8 +43,10 @@ def test_file_import_is_idempotent_and_all_or_nothing(pg_url: str, tmp_path: Pat
     assert (first.points, first.changed, first.published) == (2, 2, 0)
     again = import_file(path, database_url=pg_url)
     assert (again.points, again.changed) == (2, 0)
-    assert rows(pg_url, tok) == [(100, Decimal("1.5"), None, "file:prices.csv"),
-                                 (200, Decimal("2.25"), None, "file:prices.csv")]
+    assert rows(pg_url, tok) == [
+        (100, Decimal("1.5"), None, "file:prices.csv"),
+        (200, Decimal("2.25"), None, "file:prices.csv"),
+    ]
 
     other = token()
     bad = tmp_path / "bad.csv"
@@ -58,9 +60,12 @@ def test_file_import_is_idempotent_and_all_or_nothing(pg_url: str, tmp_path: Pat
 async def test_price_book_loads_from_postgres(pg_url: str, tmp_path: Path) -> None:
     tok = token()
     path = tmp_path / "prices.jsonl"
-    path.write_text("".join(
-        json.dumps({"token": tok, "timestamp": ts, "usd": usd}) + "\n" for ts, usd in [(10, "1"), (20, "2")]
-    ))
+    path.write_text(
+        "".join(
+            json.dumps({"token": tok, "timestamp": ts, "usd": usd}) + "\n"
+            for ts, usd in [(10, "1"), (20, "2")]
+        )
+    )
     import_file(path, database_url=pg_url)
     book = await PriceBook.load(pg_url)
     assert (book.usd_at(tok, 9), book.usd_at(tok, 15), book.usd_at(tok, 25)) == (None, Decimal(1), Decimal(2))
@@ -121,17 +126,24 @@ def test_http_polling_with_kafka(pg_url: str, kafka_bootstrap: str, feed: Feed) 
     feed.body = json.dumps([{"symbol": "TRC", "timestamp": 1000, "usd": "3.5"}]).encode()
     stop = threading.Event()
     runner = threading.Thread(
-        target=poll, args=(feed.url,),
-        kwargs={"interval": 0.1, "database_url": pg_url, "publisher": publisher,
-                "symbols": {"TRC": tok}, "stop": stop},
+        target=poll,
+        args=(feed.url,),
+        kwargs={
+            "interval": 0.1,
+            "database_url": pg_url,
+            "publisher": publisher,
+            "symbols": {"TRC": tok},
+            "stop": stop,
+        },
         daemon=True,
     )
     runner.start()
     try:
         wait("the first poll stored", lambda: rows(pg_url, tok) == [(1000, Decimal("3.5"), "TRC", feed.url)])
         # a bad response is skipped whole, polling goes on
-        feed.body = json.dumps([{"token": tok, "timestamp": 1001, "usd": "4"},
-                                {"token": tok, "timestamp": 1002}]).encode()
+        feed.body = json.dumps(
+            [{"token": tok, "timestamp": 1001, "usd": "4"}, {"token": tok, "timestamp": 1002}]
+        ).encode()
         seen = feed.requests
         wait("two more polls", lambda: feed.requests >= seen + 2)
         assert [r[0] for r in rows(pg_url, tok)] == [1000]
@@ -146,8 +158,13 @@ def test_http_polling_with_kafka(pg_url: str, kafka_bootstrap: str, feed: Feed) 
         runner.join(timeout=10)
     assert not runner.is_alive()
 
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"t-{secrets.token_hex(4)}",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"t-{secrets.token_hex(4)}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.assign([TopicPartition(publisher.topic, 0, OFFSET_BEGINNING)])
     values: set[bytes] = set()
     deadline = time.monotonic() + 30
@@ -158,7 +175,7 @@ def test_http_polling_with_kafka(pg_url: str, kafka_bootstrap: str, feed: Feed) 
                 values.add(msg.value())
     finally:
         consumer.close()
-    decoded = sorted((orjson.loads(v) for v in values), key=lambda m: m["ts"])
+    decoded = sorted((AvroCodec().decode(v)[1] for v in values), key=lambda m: m["ts"])
     assert decoded[:2] == [
         {"token": tok, "symbol": "TRC", "ts": 1000, "usd": "3.5", "source": feed.url},
         {"token": tok, "symbol": None, "ts": 1001, "usd": "4", "source": feed.url},

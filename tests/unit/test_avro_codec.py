@@ -167,6 +167,13 @@ SAMPLES = {
     ALERT: ALERT_SAMPLE,
     ENRICHED[0]: TRANSFER_SAMPLE,
     ENRICHED[1]: STAKE_SAMPLE,
+    "trace.prices.Price": {
+        "token": "0x" + "11" * 20,
+        "symbol": "TRC",
+        "ts": 1_795_000_000,
+        "usd": "50.25",
+        "source": "file:p.csv",
+    },
 }
 
 
@@ -269,11 +276,13 @@ def test_contract_files_are_documented_records() -> None:
         "transaction.avsc",
         "transfer.avsc",
         "stake_change.avsc",
+        "price.avsc",
     }
     namespaces = {
         "alert.avsc": "trace.alerts",
         "transfer.avsc": "trace.enrich",
         "stake_change.avsc": "trace.enrich",
+        "price.avsc": "trace.prices",
     }
     for name, schema in files.items():
         assert schema["namespace"] == namespaces.get(name, "trace.chain"), name
@@ -285,7 +294,7 @@ def test_contract_files_are_documented_records() -> None:
     types = {f["name"]: f["type"] for f in files["block.avsc"]["fields"]}
     assert types["transactions"] == {"type": "array", "items": TRANSACTION}  # referenced, not inlined
     assert types["logs"] == {"type": "array", "items": LOG}
-    assert set(default_schemas()) == {TRANSACTION, LOG, BLOCK, REORG, ALERT, *ENRICHED}
+    assert set(default_schemas()) == {TRANSACTION, LOG, BLOCK, REORG, ALERT, *ENRICHED, "trace.prices.Price"}
 
 
 @pytest.mark.parametrize(
@@ -356,12 +365,12 @@ def test_registry_requests_use_the_confluent_content_type(
 ) -> None:
     ids = registry_codec.register_all()
     assert set(ids) == set(SAMPLES)
-    assert len(set(ids.values())) == 7
+    assert len(set(ids.values())) == 8
     posts = [r for r in registry.requests if r[0] == "POST"]
-    assert len(posts) == 7
+    assert len(posts) == 8
     assert {r[2] for r in posts} == {"application/vnd.schemaregistry.v1+json"}
     registry_codec.encode(BLOCK, SAMPLES[BLOCK])
-    assert len([r for r in registry.requests if r[0] == "POST"]) == 7  # ids are cached
+    assert len([r for r in registry.requests if r[0] == "POST"]) == 8  # ids are cached
 
 
 hex32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())

@@ -9,6 +9,7 @@ import pytest
 
 from operators.price_feed.parse import PriceFeedError, parse_file, parse_records, parse_symbols
 from operators.price_feed.sink import encode_point
+from tracekit.avro.wire import AvroCodec
 
 TOKEN = "0x" + "aa" * 20
 
@@ -41,21 +42,33 @@ def test_json_list_and_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "body", "error"),
     [
-        ("p.csv", f"token,timestamp,usd\n{TOKEN},1,1\n{TOKEN},2,-1\n",
-         "p.csv:3: field 'usd': '-1' is not a finite, non-negative number"),
-        ("p.csv", f"token,timestamp,usd\n{TOKEN},yesterday,1\n",
-         "p.csv:2: field 'timestamp': 'yesterday' is neither unix seconds nor ISO-8601"),
+        (
+            "p.csv",
+            f"token,timestamp,usd\n{TOKEN},1,1\n{TOKEN},2,-1\n",
+            "p.csv:3: field 'usd': '-1' is not a finite, non-negative number",
+        ),
+        (
+            "p.csv",
+            f"token,timestamp,usd\n{TOKEN},yesterday,1\n",
+            "p.csv:2: field 'timestamp': 'yesterday' is neither unix seconds nor ISO-8601",
+        ),
         ("p.csv", "token,timestamp,usd\n0x12,1,1\n", "p.csv:2: field 'token': '0x12' is not an address"),
         ("p.csv", "symbol,timestamp,usd\nXYZ,1,1\n", "p.csv:2: field 'symbol': unknown symbol 'XYZ'"),
         ("p.csv", f"token,timestamp,usd\n{TOKEN},1\n", "p.csv:2: 2 columns, the header has 3"),
         ("p.csv", f"token,time,usd\n{TOKEN},1,1\n", "p.csv:1: header must name timestamp, usd"),
         ("p.csv", f"token,timestamp,usd\n{TOKEN},1,NaN\n", "p.csv:2: field 'usd'"),
         ("p.csv", f"token,timestamp,usd\n{TOKEN},1,1\n{TOKEN},1,2\n", "p.csv:3: price of"),
-        ("p.json", f'[{{"token": "{TOKEN}", "timestamp": 1, "usd": 1}}, {{"token": "{TOKEN}"}}]',
-         "p.json:[1]: field 'timestamp': missing"),
-        ("p.json", '[1,', "p.json:1: invalid JSON"),
-        ("p.jsonl", f'{{"token": "{TOKEN}", "timestamp": 1, "usd": 1}}\n[]\n',
-         "p.jsonl:2: expected an object"),
+        (
+            "p.json",
+            f'[{{"token": "{TOKEN}", "timestamp": 1, "usd": 1}}, {{"token": "{TOKEN}"}}]',
+            "p.json:[1]: field 'timestamp': missing",
+        ),
+        ("p.json", "[1,", "p.json:1: invalid JSON"),
+        (
+            "p.jsonl",
+            f'{{"token": "{TOKEN}", "timestamp": 1, "usd": 1}}\n[]\n',
+            "p.jsonl:2: expected an object",
+        ),
         ("p.txt", "", "p.txt: unknown format"),
     ],
 )
@@ -78,4 +91,7 @@ def test_message_encoding() -> None:
     [point] = parse_records([{"token": TOKEN, "timestamp": 7, "usd": "1.10"}], "u", default_source="s")
     key, value = encode_point(point)
     assert key == f"{TOKEN}:7".encode()
-    assert value == f'{{"token":"{TOKEN}","symbol":null,"ts":7,"usd":"1.10","source":"s"}}'.encode()
+    assert AvroCodec().decode(value) == (
+        "trace.prices.Price",
+        {"token": TOKEN, "symbol": None, "ts": 7, "usd": "1.10", "source": "s"},
+    )
