@@ -6,6 +6,10 @@ dispatcher's ``QueueDriver`` plugs in the same way) and marks them published onl
 sends were confirmed. A crash between the two re-sends those rows: consumers dedupe by the
 idempotency key every payload carries. ``NOTIFY trace_outbox`` wakes the publisher at once;
 a periodic sweep covers a missed notification.
+
+Several publishers share the table, each owning the destinations that start with its
+``prefix`` (``queue:`` rows go to the dispatcher's ``QueueDriver``, the rest to Kafka). A row with
+a future ``available_at`` (a retry's delayed wake-up) waits until then.
 """
 
 from __future__ import annotations
@@ -44,11 +48,15 @@ async def enqueue(
     *,
     key: bytes | None = None,
     headers: Mapping[str, str] | None = None,
+    delay_s: float = 0.0,
 ) -> None:
-    """Add a side effect to the caller's open transaction (it happens iff that commits)."""
+    """Add a side effect to the caller's open transaction (it happens iff that commits).
+
+    ``delay_s`` holds it back that long after the commit (a retry's backoff)."""
     await cur.execute(
-        "INSERT INTO state.outbox (destination, key, payload, headers) VALUES (%s, %s, %s, %s)",
-        (destination, key, payload, orjson.dumps(dict(headers or {})).decode()),
+        "INSERT INTO state.outbox (destination, key, payload, headers, available_at)"
+        " VALUES (%s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))",
+        (destination, key, payload, orjson.dumps(dict(headers or {})).decode(), delay_s),
     )
     await cur.execute(f"NOTIFY {CHANNEL}")
 
@@ -70,9 +78,12 @@ async def enqueue_many(
 
 
 class OutboxPublisher:
-    def __init__(self, url: str, publish: Publish, *, batch: int = 500, sweep_every: float = 0.5) -> None:
+    def __init__(self, url: str, publish: Publish, *, prefix: str = "", exclude_prefix: str | None = None,
+                 batch: int = 500, sweep_every: float = 0.5) -> None:
         self.url = url
         self.publish = publish
+        self.prefix = prefix
+        self.exclude_prefix = exclude_prefix
         self.batch = batch
         self.sweep_every = sweep_every
         self.wake = asyncio.Event()
@@ -97,8 +108,11 @@ class OutboxPublisher:
         async with conn.transaction(), conn.cursor() as cur:
             await cur.execute(
                 "SELECT id, destination, key, payload, headers FROM state.outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (self.batch,),
+                " WHERE published_at IS NULL AND available_at <= clock_timestamp()"
+                " AND starts_with(destination, %s)"
+                " AND (%s::text IS NULL OR NOT starts_with(destination, %s::text))"
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self.prefix, self.exclude_prefix, self.exclude_prefix, self.batch),
             )
             rows = [
                 OutboxRow(int(i), str(d), None if k is None else bytes(k), bytes(p), dict(h))

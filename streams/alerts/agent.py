@@ -137,7 +137,7 @@ def make_app(config: AlertsConfig) -> faust.App:
                 if observed and row.headers.get("trace-alert-kind") == "ALERT":
                     BLOCK_TO_PUBLISHED.observe(max(0.0, now - observed / 1000))
 
-        publisher = OutboxPublisher(url, publish, sweep_every=0.5)
+        publisher = OutboxPublisher(url, publish, exclude_prefix="queue:", sweep_every=0.5)
         state["publisher"] = publisher
         try:
             await publisher.run(asyncio.Event())

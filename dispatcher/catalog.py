@@ -1,0 +1,113 @@
+"""Which jobs a deployed DAG version has, and which of them an event triggers.
+
+A DAG version is immutable once deployed, so its jobs are cached per (org, dag, version).
+``triggered_by`` is the data-trigger rule: a job runs once per event on a dataset it names in a
+``{dataset: ...}`` trigger, at top level or inside an ``any`` composite. (Time, upstream and
+``all`` composite triggers are validated and stored with the DAG; their scheduler is a separate
+component, see docs/dispatcher.md.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from dispatcher.lease import RetryPolicy
+from tracekit.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """What the dispatcher needs of a job to create and lease its tasks."""
+
+    job: str
+    operator: str
+    reads: Sequence[str] = ()
+    writes: Sequence[str] = ()
+    max_concurrency: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    triggers: Sequence[Mapping[str, Any]] = ()
+
+
+def data_triggers(triggers: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The datasets whose new data starts a job (pure)."""
+    found: set[str] = set()
+    for trigger in triggers:
+        if isinstance(trigger.get("dataset"), str):
+            found.add(trigger["dataset"])
+        elif isinstance(trigger.get("any"), list):
+            found |= data_triggers(trigger["any"])
+    return found
+
+
+def policy_from_row(row: Mapping[str, Any]) -> JobPolicy:
+    spec = row["spec"] or {}
+    outputs = spec.get("outputs") or []
+    return JobPolicy(
+        job=row["job"],
+        operator=row["operator"],
+        reads=tuple(spec.get("inputs") or ()),
+        writes=tuple(o["dataset"] if isinstance(o, Mapping) else str(o) for o in outputs),
+        max_concurrency=row["max_concurrency"],
+        retry=RetryPolicy(
+            max_attempts=row["max_attempts"],
+            initial=timedelta(milliseconds=row["backoff_initial_ms"]),
+            maximum=timedelta(milliseconds=row["backoff_max_ms"]),
+            multiplier=float(row["backoff_multiplier"]),
+        ),
+        config=dict(spec.get("config") or {}),
+        triggers=tuple(spec.get("triggers") or ()),
+    )
+
+
+class JobCatalog(Protocol):
+    async def jobs(self, org_id: str, dag: str, version: int) -> Mapping[str, JobPolicy]: ...
+
+    async def triggered_by(self, org_id: str, dag: str, version: int, dataset_id: str) -> list[JobPolicy]: ...
+
+
+class PgJobCatalog:
+    """Reads ``state.dag_jobs`` (written by ``trace dag deploy``)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+        self._cache: dict[tuple[str, str, int], dict[str, JobPolicy]] = {}
+
+    async def jobs(self, org_id: str, dag: str, version: int) -> Mapping[str, JobPolicy]:
+        key = (org_id, dag, version)
+        if key not in self._cache:
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    "SELECT job, operator, max_concurrency, max_attempts, backoff_initial_ms, backoff_max_ms,"
+                    " backoff_multiplier, spec FROM state.dag_jobs"
+                    " WHERE org_id = %s AND dag = %s AND version = %s",
+                    key,
+                )
+                rows = await cur.fetchall()
+            if not rows:
+                raise ConfigError(f"DAG {dag!r} version {version} of org {org_id!r} is not deployed")
+            self._cache[key] = {r["job"]: policy_from_row(r) for r in rows}
+        return self._cache[key]
+
+    async def triggered_by(self, org_id: str, dag: str, version: int, dataset_id: str) -> list[JobPolicy]:
+        jobs = await self.jobs(org_id, dag, version)
+        return [j for j in jobs.values() if dataset_id in data_triggers(j.triggers)]
+
+
+@dataclass
+class StaticJobCatalog:
+    """A fixed set of jobs for every DAG version (tests and benchmarks)."""
+
+    policies: Mapping[str, JobPolicy]
+
+    async def jobs(self, org_id: str, dag: str, version: int) -> Mapping[str, JobPolicy]:
+        return self.policies
+
+    async def triggered_by(self, org_id: str, dag: str, version: int, dataset_id: str) -> list[JobPolicy]:
+        return [j for j in self.policies.values() if dataset_id in data_triggers(j.triggers)]

@@ -1,0 +1,148 @@
+"""``PgQueueDriver``: a queue table plus LISTEN/NOTIFY (Trace Lite; SQS's semantics).
+
+A received message becomes invisible for ``visibility_s``; unless acknowledged (deleted) it is
+delivered again. A message received ``max_receives`` times without an ack, or nacked on its last
+receive, moves to ``state.queue_dead`` with the last error: a poison message never loops.
+``NOTIFY trace_queue`` wakes waiting receivers at once; they also poll every ``poll_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from dispatcher.queue.driver import Delivery
+from tracekit.errors import RetryableError
+
+log = logging.getLogger("trace.queue.pg")
+
+CHANNEL = "trace_queue"
+
+_BURY = """
+WITH dead AS (
+    DELETE FROM state.queue_messages
+    WHERE id IN (SELECT id FROM state.queue_messages
+                 WHERE queue = %(queue)s AND visible_at <= clock_timestamp() AND receives >= %(max)s
+                 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    RETURNING id, queue, body, receives, last_error, enqueued_at
+)
+INSERT INTO state.queue_dead (id, queue, body, receives, last_error, enqueued_at)
+SELECT id, queue, body, receives,
+       coalesce(last_error, 'received ' || receives || ' times without an ack'), enqueued_at
+FROM dead ON CONFLICT (id) DO NOTHING
+"""
+
+_RECEIVE = """
+UPDATE state.queue_messages m
+SET receives = m.receives + 1,
+    visible_at = clock_timestamp() + make_interval(secs => %(visibility)s)
+WHERE m.id IN (SELECT id FROM state.queue_messages
+               WHERE queue = %(queue)s AND visible_at <= clock_timestamp() AND receives < %(max)s
+               ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED)
+RETURNING m.id, m.body, m.receives
+"""
+
+
+class PgQueueDriver:
+    def __init__(self, pool: AsyncConnectionPool[Any], url: str, *, max_receives: int = 5,
+                 visibility_s: float = 30.0, poll_s: float = 1.0) -> None:
+        self.pool = pool
+        self.url = url
+        self.max_receives = max_receives
+        self.visibility_s = visibility_s
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        if not bodies:
+            return
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO state.queue_messages (queue, body) SELECT %s, unnest(%s::bytea[])",
+                    (queue, list(bodies)),
+                )
+                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, queue))
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"queue {queue}: publish failed: {exc}") from exc
+
+    async def receive(self, queue: str, *, max_messages: int, wait_s: float) -> list[Delivery]:
+        self._ensure_listener()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            self._wake.clear()
+            got = await self._receive_now(queue, max_messages)
+            remaining = deadline - loop.time()
+            if got or remaining <= 0:
+                return got
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_s))
+
+    async def _receive_now(self, queue: str, n: int) -> list[Delivery]:
+        params = {"queue": queue, "max": self.max_receives, "n": n, "visibility": self.visibility_s}
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                buried = await conn.execute(_BURY, params)
+                if buried.rowcount:
+                    log.warning("queue %s: %d poison message(s) moved to state.queue_dead",
+                                queue, buried.rowcount)
+                rows = await (await conn.execute(_RECEIVE, params)).fetchall()
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"queue {queue}: receive failed: {exc}") from exc
+        rows.sort(key=lambda r: r[0])
+        return [Delivery(queue, bytes(body), int(receives), int(id_)) for id_, body, receives in rows]
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute("DELETE FROM state.queue_messages WHERE id = ANY(%s)",
+                               ([d.receipt for d in deliveries],))
+
+    async def nack(self, delivery: Delivery, error: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            if delivery.receives >= self.max_receives:
+                await conn.execute(
+                    "WITH dead AS (DELETE FROM state.queue_messages WHERE id = %s"
+                    " RETURNING id, queue, body, receives, enqueued_at)"
+                    " INSERT INTO state.queue_dead (id, queue, body, receives, last_error, enqueued_at)"
+                    " SELECT id, queue, body, receives, %s, enqueued_at FROM dead"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (delivery.receipt, error),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE state.queue_messages SET visible_at = clock_timestamp(), last_error = %s"
+                    " WHERE id = %s",
+                    (error, delivery.receipt),
+                )
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+    def _ensure_listener(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="pg-queue-listen")
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.OperationalError as exc:
+                log.warning("queue LISTEN lost (%s); polling every %.1fs", exc, self.poll_s)
+                await asyncio.sleep(1.0)
