@@ -1,0 +1,385 @@
+"""DAG files -> :class:`DagSpec`, with every problem reported as ``FILE:LINE: location: reason``.
+
+The YAML is composed into nodes (which keep their marks), turned into plain data and a map from
+each location (``("jobs", 1, "scaling", "max_concurrency")``) to its line, then validated by the
+models and :mod:`dispatcher.dag.checks`. Every problem of the file is reported, not just the first:
+when the models reject the file, each job that is valid on its own still goes through the checks.
+
+Scalars follow YAML 1.2: only ``true``/``false`` are booleans (``on:`` stays a key, ``no`` a
+string), integers are decimal without leading zeros, and dates, ``0x..`` or ``010`` stay strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
+from dispatcher.dag.checks import Issue, JobView, check_jobs, check_spec, format_loc, suggest
+from dispatcher.dag.errors import DagValidationError
+from dispatcher.dag.spec import (
+    SKIP_CHECKS,
+    TAG_PREFIX,
+    TRIGGER_MODELS,
+    BackoffSpec,
+    DagSpec,
+    DatasetId,
+    JobSpec,
+    Loc,
+    ManualOptions,
+    Name,
+    OutputSpec,
+    RetrySpec,
+    ScalingSpec,
+    Trigger,
+    WriteSpec,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DagSource:
+    """Where a spec came from: the file's path (as given) and its text."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDag:
+    spec: DagSpec
+    source: DagSource
+    lines: Mapping[Loc, int]  # location -> 1-based line
+
+    def line_of(self, loc: Loc) -> int:
+        return line_of(self.lines, loc)
+
+    def where(self, loc: Loc) -> str:
+        return f"{self.source.path}:{self.line_of(loc)}"
+
+
+def line_of(lines: Mapping[Loc, int], loc: Loc) -> int:
+    """The line of ``loc``, or of its nearest ancestor in the file (a missing key: its mapping)."""
+    for end in range(len(loc), -1, -1):
+        line = lines.get(loc[:end])
+        if line is not None:
+            return line
+    return 1
+
+
+# ---------------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core scalars (see the module docstring)."""
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _regex, _first in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", list("-+0123456789")),
+    ("tag:yaml.org,2002:float",
+     r"^[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)$",
+     list("-+0123456789.")),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:merge", r"^(?:<<)$", ["<"]),
+):
+    _Loader.add_implicit_resolver(_tag, re.compile(_regex), _first)
+
+
+def _yaml_problem(path: str, exc: yaml.YAMLError) -> DagValidationError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        reason = ": ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        if exc.context_mark is not None and exc.problem_mark is not None \
+                and exc.context_mark.line != exc.problem_mark.line:
+            reason += f" (it started on line {exc.context_mark.line + 1})"
+        return DagValidationError([f"{path}:{line}: invalid YAML: {reason}"])
+    return DagValidationError([f"{path}:1: invalid YAML: {exc}"])
+
+
+class _Builder:
+    """Plain data from composed nodes, recording each location's line and structural issues."""
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.lines: dict[Loc, int] = {}
+        self.issues: list[Issue] = []
+        self._open: set[int] = set()
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        if id(node) in self._open:
+            self.issues.append(Issue(loc, "an alias refers to the mapping or list that contains it"))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            self._open.add(id(node))
+            try:
+                return self._mapping(node, loc)
+            finally:
+                self._open.discard(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            self._open.add(id(node))
+            try:
+                out = []
+                for index, item in enumerate(node.value):
+                    self.lines[(*loc, index)] = item.start_mark.line + 1
+                    out.append(self.build(item, (*loc, index)))
+                return out
+            finally:
+                self._open.discard(id(node))
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
+        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+        self.loader.flatten_mapping(node)  # merge keys (<<): their entries first, then the node's own
+        merged, entries = node.value[:len(node.value) - own], node.value[len(node.value) - own:]
+        out: dict[str, Any] = {}
+        for key_node, value_node in entries:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issues.append(Issue(loc, "a key must be a string, not a mapping or list", line))
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                self.issues.append(Issue(loc, f"a key must be a string, not {key!r} (quote it)", line))
+                continue
+            if key in out:
+                self.issues.append(Issue((*loc, key), f"duplicate key {key!r} (first on line "
+                                                      f"{self.lines[(*loc, key)]})", line))
+                continue
+            self.lines[(*loc, key)] = line
+            out[key] = self.build(value_node, (*loc, key))
+        for key_node, value_node in reversed(merged):  # the node's own keys win, then the first merged
+            key = self.loader.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key not in out:
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, (*loc, key))
+        return out
+
+
+def _compose(text: str, path: str) -> tuple[Any, dict[Loc, int], list[Issue]]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise DagValidationError([f"{path}:1: the file is empty; a DAG file maps dag, jobs, ..."])
+        builder = _Builder(loader)
+        builder.lines[()] = node.start_mark.line + 1
+        data = builder.build(node, ())
+    except yaml.YAMLError as exc:
+        raise _yaml_problem(path, exc) from exc
+    finally:
+        loader.dispose()
+    return data, builder.lines, builder.issues
+
+
+# ---------------------------------------------------------------------- pydantic -> messages
+
+_CHILD_MODELS: dict[str, type[BaseModel]] = {
+    "jobs": JobSpec, "outputs": OutputSpec, "write": WriteSpec, "scaling": ScalingSpec,
+    "retry": RetrySpec, "backoff": BackoffSpec, "manual": ManualOptions,
+}
+_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+          dict: "a mapping", type(None): "empty (null)"}
+_EXPECTED = {
+    "string_type": "a string", "int_type": "an integer", "float_type": "a number",
+    "bool_type": "true or false", "list_type": "a list", "tuple_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
+def _model_at(raw_loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = DagSpec
+    for part in raw_loc:
+        if isinstance(part, int):
+            continue
+        if part.startswith(TAG_PREFIX):
+            model = TRIGGER_MODELS[part.removeprefix(TAG_PREFIX)]
+        elif part in _CHILD_MODELS:
+            model = _CHILD_MODELS[part]
+        elif part in ("triggers", "all", "any"):
+            model = None  # an index and a tag follow
+        else:
+            return None
+    return model
+
+
+def _type_name(value: Any) -> str:
+    return _TYPES.get(type(value), type(value).__name__)
+
+
+def _message(error: ErrorDetails) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        parent = _model_at(error["loc"][:-1])
+        if key in TRIGGER_MODELS and parent in TRIGGER_MODELS.values():
+            return f"a trigger has one kind; make {key!r} a trigger of its own (or combine them with all/any)"
+        known = list(parent.model_fields) if parent is not None else []
+        allowed = f" (allowed: {', '.join(known)})" if known else ""
+        return f"unknown key {key!r}{suggest(key, known) or allowed}"
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}, not {_type_name(value)}"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, not {value!r}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "too_short":
+        if isinstance(value, list) and len(value) >= ctx.get("min_length", 0):
+            return ""  # long enough; its items have problems of their own
+        field = error["loc"][-1] if error["loc"] else ""
+        if field == "jobs":
+            return "a DAG needs at least one job"
+        if field in ("all", "any"):
+            return f"{field} combines at least 2 triggers (for one, list the trigger itself)"
+        return f"must have at least {ctx.get('min_length')} item(s), not {ctx.get('actual_length')}"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"]
+
+
+def _clean(raw_loc: tuple[int | str, ...]) -> Loc:
+    return tuple(p for p in raw_loc if not (isinstance(p, str) and p.startswith(TAG_PREFIX)))
+
+
+def _model_issues(exc: ValidationError) -> list[Issue]:
+    issues = [Issue(_clean(error["loc"]), _message(error)) for error in exc.errors(include_url=False)]
+    return [issue for issue in issues if issue.message]
+
+
+# ------------------------------------------------------------------------------- the loader
+
+
+_TRIGGER = TypeAdapter(Trigger)
+_NAME = TypeAdapter(Name)
+_DATASET = TypeAdapter(DatasetId)
+
+
+def _salvage(index: int, raw: Any) -> JobView | None:
+    """The parts of a job the models rejected that are valid on their own, for the checks across jobs."""
+    if not isinstance(raw, dict):
+        return None
+
+    def valid(adapter: TypeAdapter[Any], value: Any) -> bool:
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            return False
+        return True
+
+    def items(key: str) -> list[Any]:
+        value = raw.get(key)
+        return value if isinstance(value, list) else []
+
+    name = raw["name"] if valid(_NAME, raw.get("name")) else None
+    triggers, outputs, inputs = items("triggers"), items("outputs"), items("inputs")
+    return JobView(
+        index,
+        name,
+        tuple((k, _TRIGGER.validate_python(t)) for k, t in enumerate(triggers) if valid(_TRIGGER, t)),
+        tuple((k, o["dataset"]) for k, o in enumerate(outputs)
+              if isinstance(o, dict) and valid(_DATASET, o.get("dataset"))),
+        tuple(dataset for dataset in inputs if valid(_DATASET, dataset)),
+    )
+
+
+def _validate(data: Any) -> tuple[DagSpec | None, list[Issue]]:
+    try:
+        spec = DagSpec.model_validate(data, context={SKIP_CHECKS: True})
+    except ValidationError as exc:
+        issues = _model_issues(exc)
+        raw_jobs = data.get("jobs") if isinstance(data, dict) else None
+        if not isinstance(raw_jobs, list):
+            return None, issues
+        views: list[JobView] = []
+        for index, raw in enumerate(raw_jobs):
+            try:
+                views.append(JobView.of(index, JobSpec.model_validate(raw)))
+            except ValidationError:  # its problems are among the issues already
+                view = _salvage(index, raw)
+                if view is not None:
+                    views.append(view)
+        names = {str(job["name"]) for job in raw_jobs if isinstance(job, dict) and "name" in job}
+        return None, issues + check_jobs(views, names)
+    issues = check_spec(spec)
+    return (None if issues else spec), issues
+
+
+def format_issues(path: str, lines: Mapping[Loc, int], issues: Sequence[Issue]) -> list[str]:
+    """``FILE:LINE: loc: reason`` lines, in file order, without repeats."""
+    located = sorted({(i.line or line_of(lines, i.loc), format_loc(i.loc), i.message) for i in issues})
+    return [f"{path}:{line}: {loc}: {msg}" if loc else f"{path}:{line}: {msg}" for line, loc, msg in located]
+
+
+def parse_dag(text: str, path: str = "<string>") -> LoadedDag:
+    """Parse and validate one DAG file's text; raises DagValidationError with every problem."""
+    data, lines, issues = _compose(text, path)
+    spec, more = _validate(data)
+    issues = issues + more
+    if issues or spec is None:
+        raise DagValidationError(format_issues(path, lines, issues) or [f"{path}:1: invalid DAG"])
+    return LoadedDag(spec, DagSource(path, text), lines)
+
+
+def load_dag_file(path: str | Path) -> LoadedDag:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DagValidationError([f"{path}: cannot read: {reason}"]) from exc
+    return parse_dag(text, str(path))
+
+
+def check_together(dags: Sequence[LoadedDag]) -> list[str]:
+    """Problems only visible across files: a DAG defined twice, a dataset two DAGs produce."""
+    problems: list[str] = []
+    defined: dict[tuple[str, str], LoadedDag] = {}
+    producer: dict[tuple[str, str], tuple[str, LoadedDag]] = {}
+    for loaded in dags:
+        spec = loaded.spec
+        first = defined.setdefault((spec.org, spec.dag), loaded)
+        if first is not loaded:
+            problems.append(f"{loaded.where(('dag',))}: dag: dag {spec.dag!r} is also defined in "
+                            f"{first.where(('dag',))}")
+            continue
+        for j, job in enumerate(spec.jobs):
+            for k, output in enumerate(job.outputs):
+                owner = producer.setdefault((spec.org, output.dataset), (spec.dag, loaded))
+                if owner[0] != spec.dag:
+                    loc = ("jobs", j, "outputs", k, "dataset")
+                    problems.append(f"{loaded.where(loc)}: {format_loc(loc)}: dataset {output.dataset!r} is "
+                                    f"also produced by dag {owner[0]!r} ({owner[1].source.path}); "
+                                    "a dataset has one producing DAG")
+    return problems
+
+
+# ----------------------------------------------------------------------------- built-in DAGs
+
+_BUILTIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def builtin_names() -> list[str]:
+    folder = resources.files("dispatcher").joinpath("dags")
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir()
+                  if entry.name.endswith(".yaml"))
+
+
+def load_builtin_dag(name: str) -> LoadedDag:
+    """A DAG shipped with Trace (``dispatcher/dags/<name>.yaml``), with its source."""
+    if not _BUILTIN_NAME.fullmatch(name) or name not in builtin_names():
+        raise DagValidationError([f"no built-in DAG {name!r} (there are: {', '.join(builtin_names())})"])
+    text = resources.files("dispatcher").joinpath("dags", f"{name}.yaml").read_text(encoding="utf-8")
+    return parse_dag(text, f"dispatcher/dags/{name}.yaml")
+
+
+def load_builtin(name: str) -> DagSpec:
+    return load_builtin_dag(name).spec
