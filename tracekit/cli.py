@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from dispatcher.dag.cli import app as dag_app
 from operators.devchain.cli import app as devchain_app
 from tracekit.alerts_cli import app as alerts_app
 from tracekit.alerts_cli import enrich_app
@@ -51,6 +52,7 @@ app.add_typer(enrich_app, name="enrich")
 app.add_typer(alerts_route_app, name="alerts-route")
 app.add_typer(labels_app, name="labels")
 app.add_typer(prices_app, name="prices")
+app.add_typer(dag_app, name="dag")
 app.command()(stack_up)
 app.command()(stack_down)
 app.command()(stack_status)
