@@ -6,6 +6,7 @@ command fails with one ``error:`` line. Env: TRACE_DATABASE_URL (all but ``valid
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 from collections.abc import Sequence
@@ -34,7 +35,15 @@ def _database_url() -> str:
 
 
 def _console() -> Console:
-    return Console(highlight=False, width=max(100, int(os.environ.get("COLUMNS", "0") or 0)))
+    """Rich output; lines never wrap mid-text, tables fit the terminal (160 columns when piped)."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 160
+    return console
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def dag_files(paths: Sequence[Path]) -> list[Path]:
@@ -97,18 +106,32 @@ def validate(
         _fail(problems)
 
 
+def _compact(value: Any) -> Any:
+    """JSON data without the keys whose value is null (unset options), for display."""
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_compact(item) for item in value]
+    return value
+
+
 def _shown(value: Any) -> str:
     if value is None:
         return ""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= 60 else text[:57] + "..."
+    text = value if isinstance(value, str) else orjson.dumps(_compact(value)).decode()
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def print_diff(change: DagDiff, console: Console) -> None:
     if change.unchanged:
         return
-    table = Table("job", "change", "field", "old", "new", "kind", title=f"dag {change.dag}",
-                  title_justify="left")
+    table = Table(title=f"dag {change.dag}", title_justify="left")
+    table.add_column("job", no_wrap=True)
+    table.add_column("change", no_wrap=True)
+    table.add_column("field", overflow="fold")
+    table.add_column("old", overflow="fold")
+    table.add_column("new", overflow="fold")
+    table.add_column("kind", no_wrap=True)
     for job in change.added:
         table.add_row(job, "[green]added[/green]", "", "", "", "materialization")
     for job in change.removed:
@@ -201,7 +224,7 @@ def versions(dag: Annotated[str, typer.Argument(help="The DAG's name")], org: Or
     table = Table("version", "active", "digest", "jobs", "deployed at (UTC)", "by", "source")
     for v in found:
         table.add_row(str(v.version), "*" if v.active else "", v.digest[:19], str(len(v.spec.jobs)),
-                      v.deployed_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), v.deployed_by, v.source_path)
+                      _when(v.deployed_at), v.deployed_by, v.source_path)
     _console().print(table)
 
 
@@ -210,10 +233,10 @@ def list_active(org: OrgOption = "default") -> None:
     """The active DAGs of the org. Env: TRACE_DATABASE_URL."""
     from dispatcher.dag.store import list_dags
 
-    table = Table("dag", "version", "jobs", "digest", "deployed at", "by")
+    table = Table("dag", "version", "jobs", "digest", "deployed at (UTC)", "by")
     for row in list_dags(_database_url(), org):
         table.add_row(row["dag"], str(row["version"]), str(row["jobs"]), row["digest"][:19],
-                      row["deployed_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S"), row["deployed_by"])
+                      _when(row["deployed_at"]), row["deployed_by"])
     _console().print(table)
 
 

@@ -132,8 +132,9 @@ def _field_changes(path: str, old: Any, new: Any, kind: ChangeKind) -> list[Fiel
     return [FieldChange(path, old, new, kind)]
 
 
-def _job_changes(old: dict[str, Any], new: dict[str, Any], shown: dict[str, Any]) -> list[FieldChange]:
-    """Changes between canonical ``old`` and ``new``; values shown as ``shown`` (the file's order)."""
+def _job_changes(old: dict[str, Any], new: dict[str, Any], shown_old: dict[str, Any], shown: dict[str, Any]
+                 ) -> list[FieldChange]:
+    """Changes between canonical ``old`` and ``new``; lists shown as written (``shown_old``, ``shown``)."""
     changes: list[FieldChange] = []
     for key in [*old, *(k for k in new if k not in old)]:
         if key == "name" or old.get(key) == new.get(key):
@@ -146,7 +147,7 @@ def _job_changes(old: dict[str, Any], new: dict[str, Any], shown: dict[str, Any]
                 changes += _field_changes(f"outputs[{dataset}]", before.get(dataset), after.get(dataset),
                                           kind)
         elif key in ("triggers", "inputs"):
-            changes.append(FieldChange(key, old.get(key), shown.get(key), kind))
+            changes.append(FieldChange(key, shown_old.get(key), shown.get(key), kind))
         else:
             changes += _field_changes(key, old.get(key), new.get(key), kind)
     return changes
@@ -159,15 +160,17 @@ def diff(old: DagSpec | None, new: DagSpec) -> DagDiff:
     shown = {job["name"]: job for job in new.to_json()["jobs"]}
     old_canonical = canonical(old) if old is not None else {"jobs": []}
     old_jobs = {job["name"]: job for job in old_canonical["jobs"]}
+    shown_old = {job["name"]: job for job in (old.to_json()["jobs"] if old is not None else [])}
 
     added = tuple(job.name for job in new.jobs if job.name not in old_jobs)
     removed = tuple(job.name for job in (old.jobs if old is not None else ()) if job.name not in new_jobs)
     changed = []
     for job in new.jobs:
         if job.name in old_jobs:
-            changes = _job_changes(old_jobs[job.name], new_jobs[job.name], shown[job.name])
+            name = job.name
+            changes = _job_changes(old_jobs[name], new_jobs[name], shown_old[name], shown[name])
             if changes:
-                changed.append(JobChange(job.name, tuple(changes)))
+                changed.append(JobChange(name, tuple(changes)))
     dag_changes: list[FieldChange] = []
     if old is not None:
         for key, kind in DAG_FIELD_KINDS.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -487,7 +488,7 @@ jobs:
     assert [(j.name, j.retry.max_attempts) for j in spec.jobs] == [("a", 7), ("b", 7)]
 
 
-def test_unreadable_file(tmp_path: object) -> None:
+def test_unreadable_file() -> None:
     with pytest.raises(DagValidationError, match=r"nope\.yaml: cannot read: No such file"):
         load_dag_file("nope.yaml")
 
@@ -529,3 +530,10 @@ jobs:
         "(a.yaml); a dataset has one producing DAG"]
     assert check_together([first, parse_dag(EXAMPLE, "c.yaml")]) == [
         "c.yaml:1: dag: dag 'monad_backfill' is also defined in a.yaml:1"]
+
+
+def test_the_full_example_of_the_docs_is_valid() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "dags.md").read_text(encoding="utf-8")
+    example = docs.split("## A full example\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_dag(example, "docs/dags.md").spec
+    assert [job.name for job in spec.jobs] == ["split", "ingest", "follow", "daily_volume", "refresh_labels"]
