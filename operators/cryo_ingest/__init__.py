@@ -1,0 +1,54 @@
+"""Backfill ingest: one chunk of blocks -> Parquet files of ``blocks``, ``transactions``, ``logs``.
+
+Two engines write identical files (same names, columns, Arrow types and row order): ``rpc``
+(native async JSON-RPC batches, :mod:`.engines.rpc`) and ``cryo`` (the PyPI cryo 0.3.2 bindings,
+:mod:`.engines.cryo`). The columns are cryo's (:mod:`.columns`); the file names too
+(:mod:`.files`). See docs/backfill-operators.md.
+
+    files = await ingest_chunk(IngestRequest(rpc_url, chain_id, Chunk(0, 999), staging_dir))
+"""
+
+from __future__ import annotations
+
+from operators.cryo_ingest.columns import DATASETS, SCHEMAS, Dataset
+from operators.cryo_ingest.engines.cryo import CryoSchemaMismatch
+from operators.cryo_ingest.engines.rpc import BlockMissing, ChainMoved
+from operators.cryo_ingest.errors import CryoFailed, NotYetConfirmed, RateLimited
+from operators.cryo_ingest.files import file_name, parse_file_name
+from operators.cryo_ingest.head import check_confirmed, confirmed_head
+from operators.cryo_ingest.ingest import ingest_chunk
+from operators.cryo_ingest.request import (
+    CHAIN_NAMES,
+    DEFAULT_CONFIRMATIONS,
+    ENGINES,
+    Engine,
+    IngestRequest,
+    StagedFile,
+    chain_name,
+)
+from operators.range_splitter import Chunk
+
+__all__ = [
+    "CHAIN_NAMES",
+    "DATASETS",
+    "DEFAULT_CONFIRMATIONS",
+    "ENGINES",
+    "SCHEMAS",
+    "BlockMissing",
+    "ChainMoved",
+    "Chunk",
+    "CryoFailed",
+    "CryoSchemaMismatch",
+    "Dataset",
+    "Engine",
+    "IngestRequest",
+    "NotYetConfirmed",
+    "RateLimited",
+    "StagedFile",
+    "chain_name",
+    "check_confirmed",
+    "confirmed_head",
+    "file_name",
+    "ingest_chunk",
+    "parse_file_name",
+]

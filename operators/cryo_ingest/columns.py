@@ -1,0 +1,88 @@
+"""The Parquet columns of each dataset: cryo 0.3.2's default columns and Arrow types. Pure.
+
+Discovered by running cryo 0.3.2 against anvil and reading the Parquet it writes (see
+docs/backfill-operators.md). Hashes, addresses and byte strings are raw bytes (cryo's default
+``binary`` encoding, not hex); a uint256 ``value`` is three columns (cryo's default
+``u256_types``): 32-byte big-endian ``value_binary``, exact decimal ``value_string`` and the
+nearest ``value_f64``. Every column is nullable, as in cryo's files.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+import pyarrow as pa
+
+Dataset = Literal["blocks", "transactions", "logs"]
+DATASETS: Final[tuple[Dataset, ...]] = get_args(Dataset)
+
+_BIN = pa.large_binary()
+_STR = pa.large_string()
+
+BLOCKS: Final = pa.schema(
+    [
+        ("block_hash", _BIN),
+        ("author", _BIN),
+        ("block_number", pa.uint32()),
+        ("gas_used", pa.uint64()),
+        ("extra_data", _BIN),
+        ("timestamp", pa.uint32()),
+        ("base_fee_per_gas", pa.uint64()),
+        ("chain_id", pa.uint64()),
+    ]
+)
+
+TRANSACTIONS: Final = pa.schema(
+    [
+        ("block_number", pa.uint32()),
+        ("transaction_index", pa.uint64()),
+        ("transaction_hash", _BIN),
+        ("nonce", pa.uint64()),
+        ("from_address", _BIN),
+        ("to_address", _BIN),
+        ("value_binary", _BIN),
+        ("value_string", _STR),
+        ("value_f64", pa.float64()),
+        ("input", _BIN),
+        ("gas_limit", pa.uint64()),
+        ("gas_used", pa.uint64()),
+        ("gas_price", pa.uint64()),
+        ("transaction_type", pa.uint32()),
+        ("max_priority_fee_per_gas", pa.uint64()),
+        ("max_fee_per_gas", pa.uint64()),
+        ("success", pa.bool_()),
+        ("n_input_bytes", pa.uint32()),
+        ("n_input_zero_bytes", pa.uint32()),
+        ("n_input_nonzero_bytes", pa.uint32()),
+        ("chain_id", pa.uint64()),
+    ]
+)
+
+LOGS: Final = pa.schema(
+    [
+        ("block_number", pa.uint32()),
+        ("transaction_index", pa.uint32()),
+        ("log_index", pa.uint32()),
+        ("transaction_hash", _BIN),
+        ("address", _BIN),
+        ("topic0", _BIN),
+        ("topic1", _BIN),
+        ("topic2", _BIN),
+        ("topic3", _BIN),
+        ("data", _BIN),
+        ("chain_id", pa.uint64()),
+    ]
+)
+
+SCHEMAS: Final[dict[Dataset, pa.Schema]] = {"blocks": BLOCKS, "transactions": TRANSACTIONS, "logs": LOGS}
+
+# Row order of each dataset's file (cryo's default sort).
+SORT_KEYS: Final[dict[Dataset, tuple[str, ...]]] = {
+    "blocks": ("block_number",),
+    "transactions": ("block_number", "transaction_index"),
+    "logs": ("block_number", "log_index"),
+}
+
+
+def schema_of(dataset: Dataset) -> pa.Schema:
+    return SCHEMAS[dataset]

@@ -1,0 +1,71 @@
+"""``ingest_chunk``: one chunk of blocks -> one staged Parquet file per dataset.
+
+1. Check the node: its chain id must be the request's (else :class:`~tracekit.errors.ChainMismatch`)
+   and the chunk must end at or below the confirmed head (else
+   :class:`~operators.cryo_ingest.errors.NotYetConfirmed`; nothing is read or written).
+2. Extract with the request's engine (``rpc`` or ``cryo``): one Arrow table per dataset, exactly
+   cryo 0.3.2's columns and types, rows in cryo's order.
+3. Write every table to a temporary file in the output directory, then rename them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+
+from operators.cryo_ingest.columns import SORT_KEYS, Dataset
+from operators.cryo_ingest.engines import cryo as cryo_engine
+from operators.cryo_ingest.engines import rpc as rpc_engine
+from operators.cryo_ingest.files import write_tables
+from operators.cryo_ingest.head import check_confirmed, confirmed_head
+from operators.cryo_ingest.ratelimit import RateLimitAwareClient, RetryingRpc
+from operators.cryo_ingest.request import IngestRequest, StagedFile
+from tracekit.errors import ChainMismatch
+from tracekit.jsonrpc import hex_to_int
+
+
+def _sorted(table: pa.Table, dataset: Dataset) -> pa.Table:
+    keys = SORT_KEYS[dataset]
+    return table.sort_by([(k, "ascending") for k in keys])
+
+
+async def ingest_chunk(req: IngestRequest) -> list[StagedFile]:
+    """Write ``req.chunk`` of every dataset in ``req.datasets`` to ``req.output_dir``.
+
+    Returns the staged files in dataset order. Raises ``NotYetConfirmed`` (retryable, nothing
+    read) when the chunk ends above the confirmed head, ``RateLimited`` (retryable) when the
+    endpoint kept rate limiting, ``BadRpcData`` naming block and field for malformed replies,
+    ``CryoFailed`` (retryable) when cryo panicked, ``RpcUnavailable`` when the node is unreachable.
+    """
+    client = RateLimitAwareClient(req.rpc_url, timeout=req.timeout_s, max_connections=req.concurrency)
+    async with client:
+        rpc = RetryingRpc(client, retries=req.rate_limit_retries, base=req.backoff_base_s,
+                          cap=req.backoff_max_s)
+        chain_id, head = await rpc.batch([("eth_chainId", ()), ("eth_blockNumber", ())])
+        served = hex_to_int(chain_id, "eth_chainId")
+        if served != req.chain_id:
+            raise ChainMismatch(
+                f"chain id mismatch: node at {req.rpc_url} serves {served}, the request is for {req.chain_id}"
+            )
+        node_head = hex_to_int(head, "eth_blockNumber")
+        if req.confirmed_head is None:
+            confirmed = node_head - req.confirmations
+        else:  # the caller's finality, but never above what this node has
+            confirmed = min(req.confirmed_head, node_head)
+        check_confirmed(req.chunk, confirmed)
+        if req.engine == "rpc":
+            tables = await rpc_engine.extract(
+                rpc, req.chain_id, req.chunk, req.datasets,
+                batch_blocks=req.batch_blocks, concurrency=req.concurrency,
+            )
+        else:
+            tables = await cryo_engine.extract(
+                req.rpc_url, req.chunk, req.datasets, concurrency=req.concurrency,
+                max_retries=req.rate_limit_retries, initial_backoff_ms=round(req.backoff_base_s * 1000),
+            )
+    ordered = {d: _sorted(tables[d], d) for d in req.datasets}
+    return await asyncio.to_thread(write_tables, ordered, req.output_dir, req.chain, req.chunk)
+
+
+__all__ = ["confirmed_head", "ingest_chunk"]

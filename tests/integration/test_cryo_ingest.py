@@ -1,0 +1,450 @@
+"""cryo_ingest against a real anvil: a mined history of dev-chain traffic, both engines, the files.
+
+The module's own anvil mines on demand; :func:`build_history` fills it with ~300 blocks of
+ERC-20 / staking / ETH traffic (8 tx per block) after one block per unusual transaction shape
+(legacy, EIP-2930, creation with LOG0..LOG4, reverted creation, wide values, empty block).
+A small HTTP proxy in front of it answers 429s and rate-limit errors, corrupts replies on demand
+and records the methods it forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import http.server
+import json
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from operators.cryo_ingest import (
+    DATASETS,
+    SCHEMAS,
+    BlockMissing,
+    CryoFailed,
+    IngestRequest,
+    NotYetConfirmed,
+    RateLimited,
+    StagedFile,
+    confirmed_head,
+    ingest_chunk,
+)
+from operators.cryo_ingest.devhistory import History, build_history
+from operators.cryo_ingest.files import write_tables
+from operators.range_splitter import Chunk, split_range
+from tracekit.errors import BadRpcData, ChainMismatch, RetryableError
+from tracekit.jsonrpc import RpcClient
+from tracekit.localstack.anvil import AnvilSpec, start_anvil
+from tracekit.localstack.process import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+CHAIN_ID = 10143
+HISTORY_BLOCKS = 300
+# what rate-limiting providers answer (Alchemy-style), with HTTP status 429
+TOO_MANY = b'{"jsonrpc": "2.0", "id": null, "error": {"code": 429, "message": "Too Many Requests"}}'
+
+
+# -- the chain and the proxy ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def anvil_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    spec = AnvilSpec(port=free_port(), chain_id=CHAIN_ID, block_time=0)  # mines on demand
+    proc = start_anvil(spec, tmp_path_factory.mktemp("cryo-ingest") / "anvil.log")
+    try:
+        yield spec.rpc_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+async def history(anvil_url: str) -> History:
+    async with RpcClient(anvil_url, timeout=60) as rpc:
+        return await build_history(rpc, blocks=HISTORY_BLOCKS, tx_per_block=8, seed=7)
+
+
+@dataclass
+class Proxy:
+    """Forwards JSON-RPC POSTs to anvil; scripted misbehaviour first."""
+
+    upstream: str
+    url: str = ""
+    http_429: int = 0  # answer this many next requests with HTTP 429
+    rpc_limited: int = 0  # then this many with a JSON-RPC -32005 error per call
+    corrupt: Callable[[Any], Any] | None = None  # rewrite each parsed upstream reply
+    limit_only: frozenset[str] | None = None  # rate-limit only requests with one of these methods
+    methods: list[str] = field(default_factory=list)
+    limited_answers: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.http_429 = self.rpc_limited = self.limited_answers = 0
+            self.corrupt = None
+            self.limit_only = None
+            self.methods.clear()
+
+
+def _handler(proxy: Proxy) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            request = json.loads(body)
+            calls = request if isinstance(request, list) else [request]
+            with proxy.lock:
+                proxy.methods.extend(c["method"] for c in calls)
+                targeted = proxy.limit_only is None or any(c["method"] in proxy.limit_only for c in calls)
+                if proxy.http_429 > 0 and targeted:
+                    proxy.http_429 -= 1
+                    proxy.limited_answers += 1
+                    self._send(429, TOO_MANY, {"retry-after": "0"})
+                    return
+                if proxy.rpc_limited > 0 and targeted:
+                    proxy.rpc_limited -= 1
+                    proxy.limited_answers += 1
+                    errors = [{"jsonrpc": "2.0", "id": c["id"],
+                               "error": {"code": -32005, "message": "limit exceeded"}} for c in calls]
+                    self._send(200, json.dumps(errors if isinstance(request, list) else errors[0]).encode())
+                    return
+                corrupt = proxy.corrupt
+            upstream = urllib.request.Request(proxy.upstream, data=body,
+                                              headers={"content-type": "application/json"})
+            with urllib.request.urlopen(upstream, timeout=30) as reply:
+                data = reply.read()
+            if corrupt is not None:
+                data = json.dumps(corrupt(json.loads(data))).encode()
+            self._send(200, data)
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def proxy(anvil_url: str) -> Iterator[Proxy]:
+    state = Proxy(anvil_url)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def fresh_proxy(proxy: Proxy) -> Iterator[Proxy]:
+    proxy.reset()
+    yield proxy
+    proxy.reset()
+
+
+@pytest.fixture
+async def rpc(anvil_url: str) -> AsyncIterator[RpcClient]:
+    async with RpcClient(anvil_url, timeout=60) as client:
+        yield client
+
+
+def request(url: str, chunk: Chunk, out: Path, **kw: Any) -> IngestRequest:
+    kw.setdefault("confirmations", 0)
+    return IngestRequest(url, CHAIN_ID, chunk, out, **kw)
+
+
+def read(files: list[StagedFile]) -> dict[str, Any]:
+    return {f.dataset: pq.read_table(f.path) for f in files}
+
+
+# -- the rpc engine's files are the node's data --------------------------------------------------
+
+
+async def _node_data(rpc: RpcClient, first: int, last: int) -> tuple[list[Any], list[Any], list[Any]]:
+    blocks = await rpc.batch([("eth_getBlockByNumber", (hex(n), True)) for n in range(first, last + 1)])
+    receipts = await rpc.batch([("eth_getBlockReceipts", (hex(n),)) for n in range(first, last + 1)])
+    logs = await rpc.call("eth_getLogs", {"fromBlock": hex(first), "toBlock": hex(last)})
+    return blocks, receipts, logs
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else bytes.fromhex(value[2:])
+
+
+async def test_rpc_engine_files_hold_the_nodes_data(
+    history: History, anvil_url: str, rpc: RpcClient, tmp_path: Path
+) -> None:
+    first, last = 0, history.last_block  # from genesis: the deploy blocks too
+    staged: list[StagedFile] = []
+    for chunk in split_range(first, last, 128):  # aligned chunks: 0..127, 128..255, ...
+        files = await ingest_chunk(request(anvil_url, chunk, tmp_path, batch_blocks=16, concurrency=3))
+        assert [f.dataset for f in files] == list(DATASETS)
+        for f in files:
+            assert f.path.name == f"monad_testnet__{f.dataset}__{chunk.start:08d}_to_{chunk.end:08d}.parquet"
+            assert f.path.stat().st_size == f.bytes
+        staged += files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.path.name for f in staged)  # no temp files
+
+    def table(dataset: str) -> pa.Table:
+        return pa.concat_tables([pq.read_table(f.path) for f in staged if f.dataset == dataset])
+
+    blocks_t, txs_t, logs_t = table("blocks"), table("transactions"), table("logs")
+    for dataset, t in (("blocks", blocks_t), ("transactions", txs_t), ("logs", logs_t)):
+        assert t.schema.equals(SCHEMAS[dataset])
+
+    blocks, receipts, logs = await _node_data(rpc, first, last)
+    txs = [tx for b in blocks for tx in b["transactions"]]
+    assert blocks_t.num_rows == last - first + 1
+    assert blocks_t["block_number"].to_pylist() == [int(b["number"], 16) for b in blocks]
+    assert blocks_t["block_hash"].to_pylist() == [_b(b["hash"]) for b in blocks]
+    assert blocks_t["timestamp"].to_pylist() == [int(b["timestamp"], 16) for b in blocks]
+    assert blocks_t["gas_used"].to_pylist() == [int(b["gasUsed"], 16) for b in blocks]
+    assert set(blocks_t["chain_id"].to_pylist()) == {CHAIN_ID}
+
+    assert txs_t.num_rows == len(txs) >= history.transactions
+    assert txs_t["transaction_hash"].to_pylist() == [_b(t["hash"]) for t in txs]
+    assert txs_t["from_address"].to_pylist() == [_b(t["from"]) for t in txs]
+    assert txs_t["to_address"].to_pylist() == [_b(t.get("to")) for t in txs]
+    assert txs_t["value_string"].to_pylist() == [str(int(t["value"], 16)) for t in txs]
+    assert txs_t["value_binary"].to_pylist() == [int(t["value"], 16).to_bytes(32, "big") for t in txs]
+    assert txs_t["success"].to_pylist() == [r["status"] == "0x1" for rs in receipts for r in rs]
+    assert txs_t["gas_used"].to_pylist() == [int(r["gasUsed"], 16) for rs in receipts for r in rs]
+
+    assert logs_t.num_rows == len(logs) > history.blocks  # most traffic emits a log
+    assert logs_t["address"].to_pylist() == [_b(lg["address"]) for lg in logs]
+    for k in range(4):
+        expected = [_b(lg["topics"][k]) if k < len(lg["topics"]) else None for lg in logs]
+        assert logs_t[f"topic{k}"].to_pylist() == expected
+    assert logs_t["data"].to_pylist() == [_b(lg["data"]) for lg in logs]
+    assert logs_t["log_index"].to_pylist() == [int(lg["logIndex"], 16) for lg in logs]
+
+    # the unusual shapes are really there
+    assert None in txs_t["to_address"].to_pylist()  # creations
+    assert False in txs_t["success"].to_pylist()  # the reverted creation
+    assert {int(t["type"], 16) for t in txs} >= {0, 1, 2}
+    assert max(int(v) for v in txs_t["value_string"].to_pylist()) > 2**64
+    assert {len(lg["topics"]) for lg in logs} >= {0, 1, 2, 3, 4}
+    assert b"" in logs_t["data"].to_pylist()
+
+
+# -- rpc == cryo ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "datasets",
+    [DATASETS, ("logs",), ("blocks", "logs"), ("transactions",)],
+    ids=["all", "logs-by-range", "blocks+logs", "transactions"],
+)
+async def test_rpc_engine_writes_the_same_files_as_cryo(
+    history: History, anvil_url: str, tmp_path: Path, datasets: tuple[str, ...]
+) -> None:
+    chunk = Chunk(history.first_block - 3, history.last_block)  # deploy blocks, specials, traffic
+    rpc_files = await ingest_chunk(request(anvil_url, chunk, tmp_path / "rpc", datasets=datasets))
+    cryo_files = await ingest_chunk(request(anvil_url, chunk, tmp_path / "cryo", datasets=datasets,
+                                            engine="cryo"))
+    assert [f.dataset for f in rpc_files] == list(datasets) == [f.dataset for f in cryo_files]
+    for ours, theirs in zip(rpc_files, cryo_files, strict=True):
+        assert ours.path.name == theirs.path.name
+        a, b = pq.read_table(ours.path), pq.read_table(theirs.path)
+        assert a.schema.equals(b.schema, check_metadata=True)
+        assert a.num_rows == b.num_rows == ours.rows == theirs.rows > 0
+        assert a.equals(b), ours.dataset
+        assert (ours.sha256, ours.bytes) == (theirs.sha256, theirs.bytes)  # byte-identical files
+
+
+# -- the confirmed head ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["rpc", "cryo"])
+async def test_chunk_past_the_confirmed_head_reads_and_writes_nothing(
+    history: History, rpc: RpcClient, fresh_proxy: Proxy, tmp_path: Path, engine: str
+) -> None:
+    head = history.last_block
+    assert await confirmed_head(rpc, 5) == head - 5
+    out = tmp_path / "out"
+    with pytest.raises(NotYetConfirmed, match=rf"chunk {head - 10}..{head - 4} reaches past the "
+                                              rf"confirmed head {head - 5}") as info:
+        await ingest_chunk(request(fresh_proxy.url, Chunk(head - 10, head - 4), out, engine=engine,
+                                   confirmations=5))
+    assert isinstance(info.value, RetryableError)
+    with pytest.raises(NotYetConfirmed, match=f"confirmed head {head - 20}"):
+        await ingest_chunk(request(fresh_proxy.url, Chunk(head - 30, head - 19), out, engine=engine,
+                                   confirmed_head=head - 20))
+    with pytest.raises(NotYetConfirmed, match=f"confirmed head {head}"):  # never above the node's head
+        await ingest_chunk(request(fresh_proxy.url, Chunk(head, head + 1), out, engine=engine,
+                                   confirmed_head=head + 10))
+    assert not out.exists()
+    assert set(fresh_proxy.methods) == {"eth_chainId", "eth_blockNumber"}
+    # at the confirmed head exactly: fine
+    files = await ingest_chunk(request(fresh_proxy.url, Chunk(head - 9, head - 5), out, engine=engine,
+                                       confirmations=5))
+    assert [f.rows for f in files if f.dataset == "blocks"] == [5]
+
+
+async def test_chain_mismatch_is_refused(anvil_url: str, history: History, tmp_path: Path) -> None:
+    with pytest.raises(ChainMismatch, match="serves 10143, the request is for 1"):
+        await ingest_chunk(IngestRequest(anvil_url, 1, Chunk(0, 1), tmp_path / "out", confirmations=0))
+    assert not (tmp_path / "out").exists()
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+async def test_rate_limits_are_retried_with_backoff(
+    history: History, anvil_url: str, fresh_proxy: Proxy, tmp_path: Path
+) -> None:
+    chunk = Chunk(history.first_block, history.first_block + 99)
+    direct = await ingest_chunk(request(anvil_url, chunk, tmp_path / "direct"))
+    fresh_proxy.http_429, fresh_proxy.rpc_limited = 3, 3
+    limited = await ingest_chunk(request(fresh_proxy.url, chunk, tmp_path / "limited", batch_blocks=10,
+                                         backoff_base_s=0.01, backoff_max_s=0.05))
+    assert fresh_proxy.limited_answers == 6
+    assert [(f.path.name, f.sha256) for f in limited] == [(f.path.name, f.sha256) for f in direct]
+
+
+async def test_cryo_engine_rides_out_rate_limits(
+    history: History, anvil_url: str, fresh_proxy: Proxy, tmp_path: Path
+) -> None:
+    chunk = Chunk(history.first_block, history.first_block + 49)
+    direct = await ingest_chunk(request(anvil_url, chunk, tmp_path / "direct", datasets=("blocks",)))
+    fresh_proxy.http_429, fresh_proxy.limit_only = 4, frozenset({"eth_getBlockByNumber"})  # cryo's calls
+    limited = await ingest_chunk(request(fresh_proxy.url, chunk, tmp_path / "limited", datasets=("blocks",),
+                                         engine="cryo", backoff_base_s=0.01, backoff_max_s=0.05))
+    assert fresh_proxy.limited_answers == 4
+    assert [f.sha256 for f in limited] == [f.sha256 for f in direct]
+
+
+async def test_endless_rate_limits_give_up_with_a_retryable_error(
+    history: History, fresh_proxy: Proxy, tmp_path: Path
+) -> None:
+    fresh_proxy.http_429 = 10**6
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RateLimited, match="still rate limited after 3 retries") as info:
+        await ingest_chunk(request(fresh_proxy.url, Chunk(1, 10), tmp_path / "out", rate_limit_retries=3,
+                                   backoff_base_s=0.01, backoff_max_s=0.02))
+    assert isinstance(info.value, RetryableError)
+    assert fresh_proxy.limited_answers == 4
+    assert loop.time() - started < 5
+    assert not (tmp_path / "out").exists()
+
+
+# -- bad data -------------------------------------------------------------------------------------
+
+
+def _corrupt_block_field(number: int, key: str, value: Any, *, in_tx: bool = False) -> Callable[[Any], Any]:
+    def corrupt(reply: Any) -> Any:
+        for item in reply if isinstance(reply, list) else [reply]:
+            result = item.get("result")
+            if isinstance(result, dict) and result.get("number") == hex(number):
+                if in_tx:
+                    result["transactions"][0][key] = value
+                else:
+                    result[key] = value
+        return reply
+
+    return corrupt
+
+
+def _drop_block(number: int) -> Callable[[Any], Any]:
+    def corrupt(reply: Any) -> Any:
+        for item in reply if isinstance(reply, list) else [reply]:
+            result = item.get("result")
+            if isinstance(result, dict) and result.get("number") == hex(number):
+                item["result"] = None
+        return reply
+
+    return corrupt
+
+
+def _corrupt_log_topics(reply: Any) -> Any:
+    for item in reply if isinstance(reply, list) else [reply]:
+        result = item.get("result")
+        if isinstance(result, list) and result and isinstance(result[0], dict) and "topics" in result[0]:
+            result[0]["topics"] = ["0x" + "11" * 32] * 5
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("corruption", "datasets", "message"),
+    [
+        ("timestamp", ("blocks",), r"block {n}: field 'timestamp' is malformed"),
+        ("miner", ("blocks",), r"block {n}: field 'miner' should be 20 bytes, got 2"),
+        ("from", ("transactions",), r"block {n} transaction 0 \(0x[0-9a-f]{{64}}\): field 'from' should be"),
+        ("topics", ("logs",), r"block {first} log 0: field 'topics' is malformed .*at most 4"),
+        ("missing", ("blocks",), r"block {n}: the node has no block at this height"),
+    ],
+)
+async def test_bad_rpc_data_names_block_and_field(
+    history: History, fresh_proxy: Proxy, tmp_path: Path, corruption: str, datasets: tuple[str, ...],
+    message: str,
+) -> None:
+    n = history.last_block - 3  # a traffic block with transactions
+    fresh_proxy.corrupt = {
+        "timestamp": _corrupt_block_field(n, "timestamp", "0xnothex"),
+        "miner": _corrupt_block_field(n, "miner", "0xabcd"),
+        "from": _corrupt_block_field(n, "from", "0x1234", in_tx=True),
+        "topics": _corrupt_log_topics,
+        "missing": _drop_block(n),
+    }[corruption]
+    out = tmp_path / "out"
+    expected = BlockMissing if corruption == "missing" else BadRpcData
+    with pytest.raises(expected, match=message.format(n=n, first=n - 9)):
+        # one batch: the first bad row of the chunk is the one reported
+        await ingest_chunk(request(fresh_proxy.url, Chunk(n - 9, n), out, datasets=datasets,
+                                   batch_blocks=1000))
+    assert not out.exists() or not any(out.iterdir())
+
+
+async def test_cryo_panics_become_cryo_failed(history: History, fresh_proxy: Proxy, tmp_path: Path) -> None:
+    n = history.last_block - 3
+    fresh_proxy.corrupt = _corrupt_block_field(n, "hash", "0x1234")
+    with pytest.raises(CryoFailed, match=rf"cryo failed collecting blocks for blocks {n - 9}..{n}") as info:
+        await ingest_chunk(request(fresh_proxy.url, Chunk(n - 9, n), tmp_path / "out", datasets=("blocks",),
+                                   engine="cryo"))
+    assert isinstance(info.value, RetryableError)
+    assert not (tmp_path / "out").exists()
+
+
+# -- staging files -------------------------------------------------------------------------------
+
+
+def test_staged_files_are_renamed_into_place_all_or_nothing(tmp_path: Path) -> None:
+    chunk = Chunk(1000, 1999)
+    blocks = SCHEMAS["blocks"].empty_table()
+    logs = SCHEMAS["logs"].empty_table()
+    first = write_tables({"blocks": blocks, "logs": logs}, tmp_path / "stage", "ethereum", chunk)
+    assert [f.path.name for f in first] == ["ethereum__blocks__00001000_to_00001999.parquet",
+                                            "ethereum__logs__00001000_to_00001999.parquet"]
+    for f in first:
+        assert hashlib.sha256(f.path.read_bytes()).hexdigest() == f.sha256
+        assert pq.read_table(f.path).schema.equals(SCHEMAS[f.dataset])
+    again = write_tables({"blocks": blocks}, tmp_path / "stage", "ethereum", chunk)  # a re-run replaces
+    assert again[0].sha256 == first[0].sha256
+    wrong = pa.table({"block_number": pa.array([1], pa.int64())})
+    with pytest.raises(ValueError, match="logs table does not have the dataset's schema"):
+        write_tables({"blocks": blocks, "logs": wrong}, tmp_path / "other", "ethereum", chunk)
+    assert list((tmp_path / "other").iterdir()) == []  # the blocks file was not renamed into place
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [f.path.name for f in first]
