@@ -373,13 +373,24 @@ def builtin_names() -> list[str]:
                   if entry.name.endswith(".yaml"))
 
 
-def load_builtin_dag(name: str) -> LoadedDag:
-    """A DAG shipped with Trace (``dispatcher/dags/<name>.yaml``), with its source."""
+def load_builtin_dag(name: str, org: str | None = None) -> LoadedDag:
+    """A DAG shipped with Trace (``dispatcher/dags/<name>.yaml``), with its source.
+
+    ``org``: the org to deploy it for (the files say none, so ``default``).
+    """
     if not _BUILTIN_NAME.fullmatch(name) or name not in builtin_names():
         raise DagValidationError([f"no built-in DAG {name!r} (there are: {', '.join(builtin_names())})"])
     text = resources.files("dispatcher").joinpath("dags", f"{name}.yaml").read_text(encoding="utf-8")
-    return parse_dag(text, f"dispatcher/dags/{name}.yaml")
+    loaded = parse_dag(text, f"dispatcher/dags/{name}.yaml")
+    if org is None or org == loaded.spec.org:
+        return loaded
+    try:
+        spec = DagSpec.model_validate({**loaded.spec.to_json(), "org": org})
+    except ValidationError as exc:
+        raise DagValidationError([f"org {org!r}: {_model_issues(exc)[0].message}"]) from exc
+    return LoadedDag(spec, loaded.source, loaded.lines)
 
 
-def load_builtin(name: str) -> DagSpec:
-    return load_builtin_dag(name).spec
+def load_builtin(name: str, org: str | None = None) -> DagSpec:
+    """The spec of a built-in DAG (for ``org``, default ``default``)."""
+    return load_builtin_dag(name, org).spec

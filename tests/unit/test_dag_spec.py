@@ -127,8 +127,16 @@ def test_the_builtin_backfill_dag() -> None:
     assert all(o.write.mode == "append" for o in ingest.outputs)
     assert ingest.scaling.max_concurrency == 4
     assert ingest.retry.max_attempts == 5
+    assert ingest.config == {"engine": "rpc", "datasets": ["blocks", "transactions", "logs"]}
     backoff = ingest.retry.backoff
     assert (str(backoff.initial), str(backoff.max), backoff.multiplier) == ("1s", "1m", 2.0)
+
+
+def test_a_builtin_dag_for_another_org() -> None:
+    assert load_builtin("backfill", org="acme").org == "acme"
+    assert load_builtin("backfill", org="acme").jobs == load_builtin("backfill").jobs
+    with pytest.raises(DagValidationError, match="org 'Bad Org': 'Bad Org' is not a valid org id"):
+        load_builtin("backfill", org="Bad Org")
 
 
 def test_an_unknown_builtin_is_a_clear_error() -> None:
