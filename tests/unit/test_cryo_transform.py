@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from operators.cryo_ingest.columns import BLOCKS, LOGS, SCHEMAS, TRANSACTIONS
 from operators.cryo_ingest.engines.cryo import CryoSchemaMismatch, conform, cryo_blocks
-from operators.cryo_ingest.transform import blocks_table, logs_of_receipts, logs_table, transactions_table
+from operators.cryo_ingest.transform import (
+    blocks_table,
+    decode_hex,
+    logs_of_receipts,
+    logs_table,
+    transactions_table,
+)
 from operators.range_splitter import Chunk
 from tracekit.errors import BadRpcData
 
@@ -242,3 +248,33 @@ def test_conform_casts_cryo_frames_to_the_columns() -> None:
         conform(schema.empty_table().drop_columns(["topic3"]), "logs")
     with pytest.raises(CryoSchemaMismatch, match="do not cast"):
         conform(pa.table({n: pa.array([], pa.list_(pa.int8())) for n in schema.names}), "logs")
+
+
+# -- vectorised hex decoding ----------------------------------------------------------------------
+
+
+@given(st.lists(st.none() | st.binary(max_size=40), max_size=30))
+def test_decode_hex_equals_per_value_decoding(values: list[bytes | None]) -> None:
+    hexes = [None if v is None else "0x" + v.hex() for v in values]
+    decoded = decode_hex(hexes)
+    assert decoded.equals(pa.array(values, type=pa.large_binary()))
+    assert decoded.to_pylist() == values
+    upper = decode_hex([None if h is None else "0x" + h[2:].upper() for h in hexes])
+    assert upper.to_pylist() == values
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["12ab", "0xabc", "0x0x12", "0x12 34", "0x12  34", "0xab\n", "0xzz", "0X12", "0x12x0", "x012"],
+)
+def test_decode_hex_rejects_malformed_values(bad: str) -> None:
+    for values in ([bad], ["0x00", bad, "0xff"], [bad, None]):
+        with pytest.raises((ValueError, TypeError)):
+            decode_hex(values)
+
+
+def test_decode_hex_rejects_non_strings() -> None:
+    with pytest.raises(TypeError):
+        decode_hex(["0x00", 5])
+    with pytest.raises(TypeError):
+        decode_hex([b"0x00"])
