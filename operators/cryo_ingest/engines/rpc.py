@@ -107,9 +107,14 @@ def _check_logs(logs: Any, part: Chunk, hashes: dict[int, str] | None) -> list[d
     return logs
 
 
-async def _fetch_part(
-    rpc: RetryingRpc, chain_id: int, plan: _Plan, part: Chunk
-) -> dict[Dataset, pa.Table]:
+@dataclass(frozen=True)
+class _Raw:
+    blocks: list[dict[str, Any]]
+    receipts: list[Any]
+    logs: Any
+
+
+async def _fetch_part(rpc: RetryingRpc, plan: _Plan, part: Chunk) -> _Raw:
     replies = await rpc.batch(_calls(plan, part))
     per_block = (1 if plan.block_calls else 0) + (1 if plan.full_blocks else 0)
     blocks: list[dict[str, Any]] = []
@@ -127,17 +132,20 @@ async def _fetch_part(
                 if block_receipts is None:
                     raise ChainMoved(f"block {n}: block {block.get('hash')} is gone while it was read")
             receipts.append(block_receipts)
+    return _Raw(blocks, receipts, replies[-1] if plan.logs_by_range else None)
+
+
+def _tables(chain_id: int, plan: _Plan, part: Chunk, raw: _Raw) -> dict[Dataset, pa.Table]:
     out: dict[Dataset, pa.Table] = {}
     if plan.blocks:
-        out["blocks"] = transform.blocks_table(chain_id, blocks)
+        out["blocks"] = transform.blocks_table(chain_id, raw.blocks)
     if plan.transactions:
-        out["transactions"] = transform.transactions_table(chain_id, blocks, receipts)
+        out["transactions"] = transform.transactions_table(chain_id, raw.blocks, raw.receipts)
         if plan.logs:
-            out["logs"] = transform.logs_table(chain_id, transform.logs_of_receipts(receipts))
+            out["logs"] = transform.logs_table(chain_id, transform.logs_of_receipts(raw.receipts))
     elif plan.logs:
-        hashes = {n: str(b.get("hash")) for n, b in zip(range(part.start, part.end + 1), blocks,
-                                                          strict=False)} if plan.blocks else None
-        out["logs"] = transform.logs_table(chain_id, _check_logs(replies[-1], part, hashes))
+        hashes = {int(b["number"], 16): str(b.get("hash")) for b in raw.blocks} if plan.blocks else None
+        out["logs"] = transform.logs_table(chain_id, _check_logs(raw.logs, part, hashes))
     return out
 
 
@@ -159,8 +167,9 @@ async def extract(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(part: Chunk) -> dict[Dataset, pa.Table]:
-        async with gate:
-            return await _fetch_part(rpc, chain_id, plan, part)
+        async with gate:  # the requests in flight; transforming a batch frees its slot
+            raw = await _fetch_part(rpc, plan, part)
+        return _tables(chain_id, plan, part, raw)
 
     tasks = [asyncio.create_task(one(part)) for part in parts]
     try:
