@@ -41,7 +41,7 @@ def data_triggers(triggers: Sequence[Mapping[str, Any]]) -> set[str]:
     for trigger in triggers:
         if isinstance(trigger.get("dataset"), str):
             found.add(trigger["dataset"])
-        elif isinstance(trigger.get("any"), list):
+        elif isinstance(trigger.get("any"), list | tuple):
             found |= data_triggers(trigger["any"])
     return found
 

@@ -74,8 +74,11 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.initial <= timedelta(0) or self.maximum < self.initial:
             raise ValueError("backoff needs 0 < initial <= maximum")
-        if self.multiplier < 1.0:
+        if not self.multiplier >= 1.0:  # NaN too; infinity means "the maximum from the 2nd retry on"
             raise ValueError("backoff multiplier must be at least 1")
+
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def backoff(policy: RetryPolicy, failures: int, *, jitter: float | None = None) -> timedelta:
@@ -83,15 +86,22 @@ def backoff(policy: RetryPolicy, failures: int, *, jitter: float | None = None) 
 
     Exponential, capped at ``policy.maximum``, with "equal jitter": the delay is drawn from
     [d/2, d], so retries of many tasks that failed together spread out. ``jitter`` in [0, 1]
-    fixes the draw (tests); by default it is random.
+    fixes the draw (tests); by default it is random. Computed in whole microseconds, growing
+    step by step up to the cap, so no multiplier or maximum can overflow.
     """
     if failures < 1:
         raise ValueError("failures is 1-based")
-    exponent = min(failures - 1, 64)
-    seconds = min(policy.initial.total_seconds() * policy.multiplier**exponent,
-                  policy.maximum.total_seconds())
     draw = random.random() if jitter is None else jitter
-    return timedelta(seconds=seconds / 2 + seconds / 2 * draw)
+    if not 0.0 <= draw <= 1.0:  # NaN fails too
+        raise ValueError("jitter must be in [0, 1]")
+    cap = policy.maximum // _MICROSECOND
+    grown = float(policy.initial // _MICROSECOND)
+    for _ in range(min(failures - 1, 64)):
+        if grown >= cap:
+            break
+        grown *= policy.multiplier
+    half = min(grown, cap) / 2
+    return timedelta(microseconds=min(cap, round(half + half * draw)))
 
 
 class AfterFailure(enum.StrEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -47,7 +47,10 @@ class KafkaQueueDriver:
         return topic
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
-        await self._send(self._ensure(queue), bodies, receives=0, error=None)
+        topic = self.topic(queue)
+        if topic not in self._created:
+            await asyncio.to_thread(self._ensure, queue)  # admin calls block: not on the loop
+        await self._send(topic, bodies, receives=0, error=None)
 
     async def _send(self, topic: str, bodies: Sequence[bytes], *, receives: int, error: str | None) -> None:
         headers = [(RECEIVES, str(receives).encode())]
@@ -75,17 +78,19 @@ class KafkaQueueDriver:
     async def receive(self, queue: str, *, max_messages: int, wait_s: float) -> list[Delivery]:
         consumer = await asyncio.to_thread(self._consumer, queue)
         try:
-            messages = await asyncio.to_thread(consumer.consume, max_messages, wait_s)
+            # consume(n, timeout) waits until it has n messages or the timeout ran out: wait for
+            # the first one only, then take what is already fetched
+            first = await asyncio.to_thread(consumer.poll, wait_s)
+            messages = [] if first is None else [first]
+            if first is not None and max_messages > 1:
+                messages += await asyncio.to_thread(consumer.consume, max_messages - 1, 0)
         except KafkaException as exc:
             raise RetryableError(f"queue {queue}: receive failed: {exc}") from exc
         out = []
         for msg in messages:
             if msg.error() is not None:
                 continue
-            headers = dict(msg.headers() or [])
-            raw = headers.get(RECEIVES)
-            receives = (int(raw) if isinstance(raw, bytes | str) and str(raw).isdigit() else 0) + 1
-            out.append(Delivery(queue, bytes(msg.value() or b""), receives,
+            out.append(Delivery(queue, bytes(msg.value() or b""), _receives(msg.headers()) + 1,
                                 (msg.topic(), msg.partition(), msg.offset())))
         return out
 
@@ -120,3 +125,10 @@ class KafkaQueueDriver:
     def __repr__(self) -> str:
         return f"KafkaQueueDriver({self.bootstrap!r}, group={self.group!r})"
 
+
+def _receives(headers: Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None,
+              ) -> int:
+    """How many times a message was received before it was (re)published: its header, else 0."""
+    raw = (headers if isinstance(headers, Mapping) else dict(headers or [])).get(RECEIVES)
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    return int(text) if text is not None and text.isascii() and text.isdigit() else 0

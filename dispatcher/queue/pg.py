@@ -78,13 +78,13 @@ class PgQueueDriver:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            self._wake.clear()
+            wake = self._wake  # taken before looking: a NOTIFY from now on sets it
             got = await self._receive_now(queue, max_messages)
             remaining = deadline - loop.time()
             if got or remaining <= 0:
                 return got
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_s))
+                await asyncio.wait_for(wake.wait(), min(remaining, self.poll_s))
 
     async def _receive_now(self, queue: str, n: int) -> list[Delivery]:
         params = {"queue": queue, "max": self.max_receives, "n": n, "visibility": self.visibility_s}
@@ -108,22 +108,25 @@ class PgQueueDriver:
                                ([d.receipt for d in deliveries],))
 
     async def nack(self, delivery: Delivery, error: str) -> None:
+        """Fenced by the receive count: a receipt from before a later receive (the visibility
+        timeout ran out and someone else holds the message now) changes nothing."""
         async with self.pool.connection() as conn, conn.transaction():
             if delivery.receives >= self.max_receives:
                 await conn.execute(
-                    "WITH dead AS (DELETE FROM state.queue_messages WHERE id = %s"
+                    "WITH dead AS (DELETE FROM state.queue_messages WHERE id = %s AND receives = %s"
                     " RETURNING id, queue, body, receives, enqueued_at)"
                     " INSERT INTO state.queue_dead (id, queue, body, receives, last_error, enqueued_at)"
                     " SELECT id, queue, body, receives, %s, enqueued_at FROM dead"
                     " ON CONFLICT (id) DO NOTHING",
-                    (delivery.receipt, error),
+                    (delivery.receipt, delivery.receives, error),
                 )
             else:
                 await conn.execute(
                     "UPDATE state.queue_messages SET visible_at = clock_timestamp(), last_error = %s"
-                    " WHERE id = %s",
-                    (error, delivery.receipt),
+                    " WHERE id = %s AND receives = %s",
+                    (error, delivery.receipt, delivery.receives),
                 )
+                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, delivery.queue))
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -131,6 +134,11 @@ class PgQueueDriver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+
+    def _notify(self) -> None:
+        """Wake every receiver waiting now; later ones wait on a fresh event."""
+        self._wake.set()
+        self._wake = asyncio.Event()
 
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
@@ -142,7 +150,7 @@ class PgQueueDriver:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     async for _ in conn.notifies():
-                        self._wake.set()
+                        self._notify()
             except psycopg.OperationalError as exc:
                 log.warning("queue LISTEN lost (%s); polling every %.1fs", exc, self.poll_s)
                 await asyncio.sleep(1.0)

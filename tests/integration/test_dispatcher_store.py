@@ -59,8 +59,8 @@ async def test_stale_attempt_cannot_heartbeat_emit_or_complete(store: TaskStore,
     _, (task,) = await _run(store)
     (first,) = await store.claim("w1", limit=1, prefer=[task])
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:  # the lease runs out
-        await conn.execute("UPDATE state.tasks SET lease_expires_at = now() - interval '1s' WHERE task_id = %s",
-                           (task,))
+        await conn.execute("UPDATE state.tasks SET lease_expires_at = now() - interval '1s'"
+                           " WHERE task_id = %s", (task,))
     assert (await store.heartbeat(task, first.attempt))[0] is Fence.EXPIRED
     assert await store.reap() >= 1
     await asyncio.sleep(0.05)  # backoff
