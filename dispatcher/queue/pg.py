@@ -149,6 +149,9 @@ class PgQueueDriver:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    # a NOTIFY sent before the LISTEN took effect (a fresh driver, a lost
+                    # connection) was not heard: every waiter looks at the table again
+                    self._notify()
                     async for _ in conn.notifies():
                         self._notify()
             except psycopg.OperationalError as exc:
