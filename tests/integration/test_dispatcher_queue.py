@@ -26,6 +26,7 @@ from dispatcher.queue import Delivery, QueueDriver
 from dispatcher.queue.kafka import ERROR, RECEIVES, KafkaQueueDriver
 from dispatcher.queue.pg import PgQueueDriver
 from tracekit.db import migrate
+from tracekit.errors import RetryableError
 from tracekit.outbox import enqueue
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -508,3 +509,52 @@ async def test_publisher_crash_duplicates_at_the_queue_only_and_loses_no_intent(
     marked = await _all(queue_db, "SELECT id, payload FROM state.outbox WHERE published_at IS NOT NULL"
                                   " AND payload = ANY(%s) ORDER BY id", a + b)
     assert marked == outbox_ids  # each outbox row exactly once, none added
+
+
+class _FailsOnce:
+    """A queue that refuses the first batch with a transient error (a broker or database hiccup)."""
+
+    def __init__(self, inner: QueueDriver) -> None:
+        self.inner = inner
+        self.failures = 0
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        if self.failures == 0:
+            self.failures += 1
+            raise RetryableError("queue unavailable for a moment")
+        await self.inner.publish(queue, bodies)
+
+    async def receive(self, queue: str, *, max_messages: int, wait_s: float) -> list[Delivery]:
+        return await self.inner.receive(queue, max_messages=max_messages, wait_s=wait_s)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self.inner.ack(deliveries)
+
+    async def nack(self, delivery: Delivery, error: str) -> None:
+        await self.inner.nack(delivery, error)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_publisher_outlives_a_transient_queue_failure(
+    pool: AsyncConnectionPool[Any], queue_db: str
+) -> None:
+    q = _queue()
+    committed = await _intents(queue_db, q, committed=5, rolled_back=1)
+    async with _pg_driver(pool, queue_db) as real:
+        flaky = _FailsOnce(real)
+        stop = asyncio.Event()
+        task = asyncio.create_task(queue_publisher(queue_db, flaky, sweep_every=0.1, retry_s=0.1).run(stop))
+        try:
+            async def all_published() -> bool:
+                return task.done() or await _unpublished(queue_db) == 0
+            await _eventually(all_published)
+            assert not task.done()  # still publishing after the failure
+            late = await _intents(queue_db, q, committed=2, rolled_back=0, tag="late")
+            await _eventually(all_published)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert flaky.failures == 1
+    assert await _bodies(queue_db, q) == committed + late
