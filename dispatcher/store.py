@@ -242,9 +242,10 @@ class TaskStore:
     # -- claiming -----------------------------------------------------------------------------
 
     async def claim(self, worker: str, *, limit: int, operators: Sequence[str] | None = None,
-                    prefer: Sequence[uuid.UUID] = ()) -> list[ClaimedTask]:
-        """Lease up to ``limit`` ready tasks (the woken ones in ``prefer`` first) in one
-        transaction; each gets attempt + 1. A job's ``max_concurrency`` is never exceeded."""
+                    prefer: Sequence[uuid.UUID] = (), org_id: str | None = None) -> list[ClaimedTask]:
+        """Lease up to ``limit`` ready tasks (the woken ones in ``prefer`` first; only ``org_id``'s
+        when given) in one transaction; each gets attempt + 1. A job's ``max_concurrency`` is
+        never exceeded."""
         if limit <= 0:
             return []
         async with self._tx() as cur:
@@ -253,11 +254,12 @@ class TaskStore:
                 SELECT task_id, concurrency_key, max_concurrency FROM state.tasks
                 WHERE state = 'queued' AND not_before <= clock_timestamp()
                   AND (%(ops)s::text[] IS NULL OR operator = ANY(%(ops)s::text[]))
+                  AND (%(org)s::text IS NULL OR org_id = %(org)s::text)
                 ORDER BY (task_id = ANY(%(prefer)s::uuid[])) DESC, not_before, created_at
                 LIMIT %(limit)s FOR UPDATE SKIP LOCKED
                 """,
                 {"ops": list(operators) if operators is not None else None, "prefer": list(prefer),
-                 "limit": limit},
+                 "limit": limit, "org": org_id},
             )
             candidates = await cur.fetchall()
             chosen = await self._within_concurrency(cur, candidates)
@@ -496,10 +498,17 @@ class TaskStore:
 
     async def _settle_runs(self, cur: psycopg.AsyncCursor[Any], runs: Iterable[uuid.UUID]) -> None:
         """A run whose tasks are all terminal ends: canceled if cancel was asked, failed if a
-        task is dead, else succeeded."""
-        ids = list(runs)
+        task is dead, else succeeded.
+
+        The run rows are locked first (after the task rows, as everywhere): two attempts of one
+        run finishing at once are serialized here, so the second sees the first's task state
+        (each statement of READ COMMITTED sees what committed before it began) and the run
+        cannot stay "running" with every task finished."""
+        ids = sorted(set(runs))
         if not ids:
             return
+        await cur.execute("SELECT run_id FROM state.runs WHERE run_id = ANY(%s::uuid[]) ORDER BY run_id"
+                          " FOR UPDATE", (ids,))
         await cur.execute(
             """
             UPDATE state.runs r SET finished_at = clock_timestamp(),
@@ -562,6 +571,10 @@ class TaskStore:
         """Cancel a run: queued tasks end now; leased ones are told at their next heartbeat.
         Returns the run's state afterwards. Canceling a finished run changes nothing."""
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # tasks before the run, in task order, as completion and the reaper lock them
+            await cur.execute("SELECT task_id FROM state.tasks WHERE run_id = %s AND org_id = %s"
+                              " AND state IN ('queued', 'leased') ORDER BY task_id FOR UPDATE",
+                              (run_id, org_id))
             await cur.execute("SELECT state FROM state.runs WHERE org_id = %s AND run_id = %s FOR UPDATE",
                               (org_id, run_id))
             row = await cur.fetchone()

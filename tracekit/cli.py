@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from dispatcher.cli import backfill_app, dispatcher_app, worker_app
 from dispatcher.dag.cli import app as dag_app
 from operators.devchain.cli import app as devchain_app
 from tracekit.alerts_cli import app as alerts_app
@@ -126,26 +127,10 @@ def sink_run() -> None:
     faust.Worker(faust_app, loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
 
 
-api_app = typer.Typer(help="The HTTP API.", no_args_is_help=True)
-app.add_typer(api_app, name="api")
-
-
-@api_app.command("run")
-def api_run() -> None:
-    """Serve the HTTP API (OpenAPI at /openapi.json) on TRACE_HOST:TRACE_API_PORT.
-
-    Env: TRACE_API_TOKEN (required: the bearer token), TRACE_KAFKA_BOOTSTRAP, TRACE_ALERTS_TOPIC.
-    """
-    import uvicorn
-
-    from dispatcher.api.app import create_app
-
-    config = settings()
-    if config.api_token is None or not config.api_token.get_secret_value():
-        raise TraceError("set TRACE_API_TOKEN: every public endpoint needs a bearer token")
-    api = create_app(kafka_bootstrap=config.resolved_kafka_bootstrap,
-                     api_token=config.api_token.get_secret_value(), alerts_topic=config.alerts_topic)
-    uvicorn.run(api, host=config.host, port=config.api_port, log_level="info")
+app.add_typer(dispatcher_app, name="dispatcher")
+app.add_typer(dispatcher_app, name="api", help="Alias of `trace dispatcher` (the API is the dispatcher's).")
+app.add_typer(worker_app, name="worker")
+app.add_typer(backfill_app, name="backfill")
 
 
 @app.command()

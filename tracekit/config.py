@@ -8,7 +8,11 @@ that ``trace up`` would otherwise start.
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +41,17 @@ class Settings(BaseSettings):
     alerts_web_port: int = Field(16067, description="Faust web port of the alert evaluator")
     enrich_web_port: int = Field(16068, description="Faust web port of the enrichment worker")
     api_port: int = Field(18080, description="Port of the HTTP API")
-    api_token: SecretStr | None = Field(None, description="Bearer token of the HTTP API")
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token of the HTTP API (default: generated into HOME/secrets.json)")
+    worker_token: SecretStr | None = Field(
+        None, description="Credential workers fetch tasks with (default: generated into HOME/secrets.json)")
+    dispatcher_secret: SecretStr | None = Field(
+        None, description="HMAC key of per-task tokens (default: generated into HOME/secrets.json)")
+    dispatcher_url: str | None = Field(None, description="The dispatcher's API (default: this host's)")
+    org_id: str = Field("default", description="Organisation the dispatcher serves")
+    queue: Literal["pg", "kafka"] = Field("pg", description="Wake-up queue: Postgres table or Kafka topic")
+    worker_slots: int = Field(4, ge=1, le=256, description="Tasks one worker runs at once")
+    lease_seconds: float = Field(30.0, gt=1, le=3600, description="Task lease; heartbeats every third")
     alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
     alerts_topic: str = Field("trace.alerts", description="Topic alerts and retractions go to")
@@ -95,6 +109,26 @@ class Settings(BaseSettings):
     @property
     def resolved_object_store(self) -> str:
         return self.object_store or str((self.home / "objects").resolve())
+
+    @property
+    def resolved_dispatcher_url(self) -> str:
+        return self.dispatcher_url or f"http://{self.host}:{self.api_port}"
+
+    def credentials(self) -> Credentials:
+        """The API token, worker token and task-token key: from ``TRACE_*`` when set, else from
+        ``HOME/secrets.json`` (created once, mode 0600), so every local process agrees."""
+        given = {"api_token": self.api_token, "worker_token": self.worker_token,
+                 "dispatcher_secret": self.dispatcher_secret}
+        stored: dict[str, str] = {}
+        if any(v is None for v in given.values()):
+            stored = _load_or_create_secrets(self.home / "secrets.json", list(given))
+        values = {k: v.get_secret_value() if v is not None else str(stored.get(k, ""))
+                  for k, v in given.items()}
+        for key, value in values.items():
+            if not value:
+                raise ValueError(f"TRACE_{key.upper()} is empty")
+        return Credentials(api_token=values["api_token"], worker_token=values["worker_token"],
+                           task_secret=values["dispatcher_secret"].encode())
 
     def follower(self) -> FollowerConfig:
         return FollowerConfig(
@@ -164,6 +198,35 @@ class Settings(BaseSettings):
                 raise ValueError(f"TRACE_TOKEN_DECIMALS: {item!r} is not TOKEN=DECIMALS")
             decimals[token.strip().lower()] = int(value)
         return decimals
+
+
+def _load_or_create_secrets(path: Path, keys: list[str]) -> dict[str, str]:
+    """Read ``path``; create it first if missing (atomically: the first process to link wins)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({k: secrets.token_urlsafe(32) for k in keys}, f)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink()
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): str(v) for k, v in dict(data).items()}
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: unreadable secrets file ({exc}); delete it to regenerate") from exc
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_token: str = Field(repr=False)
+    worker_token: str = Field(repr=False)
+    task_secret: bytes = Field(repr=False)
 
 
 def blocks_topic(chain_id: int) -> str:

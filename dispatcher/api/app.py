@@ -1,47 +1,160 @@
-"""Trace's HTTP API (FastAPI; OpenAPI at ``/openapi.json``). Public endpoints need
-``Authorization: Bearer <TRACE_API_TOKEN>``; errors are 4xx with a JSON body.
+"""Trace's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
-For now: live alert subscriptions as Server-Sent Events. The dispatcher's endpoints (backfills,
-runs, tasks) join this app.
+Public endpoints (``/v1/*``) need ``Authorization: Bearer <TRACE_API_TOKEN>``; worker endpoints
+(``/internal/*``) need the worker credential or a per-task token. Every call is written to
+``state.audit_log``. Errors are 4xx with a JSON body ``{"error": code, "detail": what is wrong}``.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import AsyncIterator
-from typing import Annotated
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import StreamingResponse
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from psycopg_pool import AsyncConnectionPool
 
+from dispatcher.api import internal, public
+from dispatcher.api.deps import ApiConfig, Deps
+from dispatcher.api.deps import public as public_auth
+from dispatcher.backfill import ensure_backfill_dag
+from dispatcher.catalog import PgJobCatalog
+from dispatcher.store import NotAllowed, NotFound, TaskStore
+from dispatcher.views import Views
 from streams.alerts.subscribe import alert_stream
+from tracekit.errors import ConfigError, RetryableError
+
+log = logging.getLogger("trace.api")
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 422: "invalid_request", 503: "unavailable"}
 
 
-def create_app(*, kafka_bootstrap: str, api_token: str, alerts_topic: str = "trace.alerts") -> FastAPI:
-    app = FastAPI(title="Trace API", version="0.1.0")
+def _problem(status: int, error: str, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status,
+                        headers=dict(headers) if headers else None)
 
-    def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_token.encode()):
-            raise HTTPException(401, detail="missing or invalid bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/v1/alerts/stream", dependencies=[Depends(bearer)],
-             summary="Alerts and retractions as they are published (Server-Sent Events)")
-    async def stream_alerts(
-        rule: Annotated[str | None, Query(description="Only this rule id")] = None,
-        from_beginning: Annotated[bool, Query(description="Replay the topic from its start")] = False,
-    ) -> StreamingResponse:
-        async def events() -> AsyncIterator[bytes]:
-            yield b": subscribed\n\n"
-            async for alert in alert_stream(kafka_bootstrap, topic=alerts_topic, rule=rule,
-                                            from_beginning=from_beginning):
-                kind = "retraction" if alert["kind"] == "RETRACTION" else "alert"
-                yield b"event: " + kind.encode() + b"\nid: " + alert["alert_id"].encode() + b"\ndata: "
-                yield orjson.dumps(alert) + b"\n\n"
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\\x00")[:2000]
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+
+def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = None) -> FastAPI:
+    """The API. With ``config.database_url`` it opens its own pool (or uses ``pool``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = pool is None and config.database_url is not None
+        active = pool
+        if own and config.database_url is not None:
+            active = AsyncConnectionPool(config.database_url, min_size=1, max_size=10, open=False)
+            await active.open(wait=True, timeout=30)
+        try:
+            if active is not None:
+                url = config.database_url or str(active.conninfo)
+                await ensure_backfill_dag(url, config.org_id)
+                catalog = PgJobCatalog(active)
+                store = TaskStore(active, catalog, lease=timedelta(seconds=config.lease_s))
+                app.state.deps = Deps(config, store, Views(active), catalog)
+                app.state.audit_pool = active
+            yield
+        finally:
+            if own and active is not None:
+                await active.close()
+
+    app = FastAPI(title="Trace API", version="0.2.0", lifespan=lifespan,
+                  description="Backfills, runs and tasks of the Trace dispatcher; live alerts.")
+    app.state.config = config
+    app.state.deps = None
+    app.state.audit_pool = None
+    app.include_router(public.router)
+    app.include_router(internal.router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail
+        if isinstance(detail, dict) and "error" in detail:
+            return _problem(exc.status_code, str(detail["error"]), detail.get("detail"), exc.headers)
+        return _problem(exc.status_code, _CODES.get(exc.status_code, "error"), detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return _problem(422, "invalid_request", errors)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _problem(404, "not_found", str(exc))
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(_: Request, exc: NotAllowed) -> JSONResponse:
+        return _problem(403, "dataset_not_allowed", str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def config_error(_: Request, exc: ConfigError) -> JSONResponse:
+        return _problem(422, "invalid_request", str(exc))
+
+    @app.exception_handler(RetryableError)
+    async def unavailable(_: Request, exc: RetryableError) -> JSONResponse:
+        return _problem(503, "unavailable", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def db_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        return _problem(503, "unavailable", "the state database is unreachable", {"Retry-After": "1"})
+
+    @app.middleware("http")
+    async def audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.actor = "anonymous"
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-Id"] = _clean(request_id)[:200]
+            return response
+        finally:
+            audit_pool = request.app.state.audit_pool
+            if audit_pool is not None:
+                try:
+                    async with audit_pool.connection() as conn:
+                        await conn.execute(
+                            "INSERT INTO state.audit_log (org_id, actor, method, path, query, status, client,"
+                            " request_id, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            (config.org_id, _clean(str(request.state.actor)), request.method,
+                             _clean(request.url.path), _clean(request.url.query), status,
+                             request.client.host if request.client else None, _clean(request_id)[:200],
+                             (time.perf_counter() - started) * 1000),
+                        )
+                except psycopg.Error as exc:
+                    log.error("audit log write failed: %s", exc)
+
+    if config.kafka_bootstrap is not None:
+        bootstrap = config.kafka_bootstrap
+
+        @app.get("/v1/alerts/stream", dependencies=[Depends(public_auth)], tags=["alerts"],
+                 summary="Alerts and retractions as they are published (Server-Sent Events)")
+        async def stream_alerts(
+            rule: Annotated[str | None, Query(description="Only this rule id", max_length=200)] = None,
+            from_beginning: Annotated[bool, Query(description="Replay the topic from its start")] = False,
+        ) -> StreamingResponse:
+            async def events() -> AsyncIterator[bytes]:
+                yield b": subscribed\n\n"
+                async for alert in alert_stream(bootstrap, topic=config.alerts_topic, rule=rule,
+                                                from_beginning=from_beginning):
+                    kind = "retraction" if alert["kind"] == "RETRACTION" else "alert"
+                    yield b"event: " + kind.encode() + b"\nid: " + alert["alert_id"].encode() + b"\ndata: "
+                    yield orjson.dumps(alert) + b"\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
 
     return app

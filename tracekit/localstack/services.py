@@ -104,8 +104,10 @@ def default_services(settings: Settings) -> list[ServiceSpec]:
     if settings.alert_routes is not None:
         services.append(ServiceSpec("alert-route", _cli(
             "alerts-route", "run", "--routes", str(settings.alert_routes.resolve())), env))
-    if settings.api_token is not None:
-        services.append(ServiceSpec("api", _cli("api", "run"), env, ports=(settings.api_port,)))
+    # the dispatcher (HTTP API, wake-up publisher, lease reaper) and a worker for batch tasks
+    services.append(ServiceSpec("dispatcher", _cli("dispatcher", "run"), env, ports=(settings.api_port,),
+                                ready_url=f"http://{settings.host}:{settings.api_port}/openapi.json"))
+    services.append(ServiceSpec("worker", _cli("worker", "run"), env))
     if settings.traffic and settings.rpc_url is None:
         services.append(ServiceSpec("traffic", _cli(
             "devchain", "traffic",

@@ -1,0 +1,94 @@
+"""Backfill submissions: a block range becomes one run of the built-in ``backfill`` DAG.
+
+The run starts with one task of the DAG's ``split`` job (``range_splitter``); the chunk events it
+emits create the ``ingest`` tasks (``cryo_ingest``), one per chunk. Chunk boundaries are aligned
+to ``chunk_size`` (see :mod:`operators.range_splitter`), so a block always lands in the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from dispatcher.api.models import BackfillRequest
+from dispatcher.catalog import JobCatalog
+from dispatcher.dag.loader import load_builtin_dag
+from dispatcher.dag.store import deploy
+from dispatcher.store import NewTask, TaskStore
+from operators.range_splitter import BadRange, split_range
+from tracekit.errors import TraceError
+
+DAG = "backfill"
+SPLIT_JOB = "split"
+INGEST_JOB = "ingest"
+MAX_CHUNKS = 100_000  # per run: a million-block range in chunks of 10 blocks is a mistake, not a plan
+
+
+class BackfillRefused(TraceError):
+    """The backfill cannot run as asked (unknown chain, too many chunks, reused key...)."""
+
+
+async def ensure_backfill_dag(database_url: str, org_id: str) -> int:
+    """Deploy the built-in backfill DAG for ``org_id`` unless its active version is this one;
+    returns the active version."""
+    loaded = load_builtin_dag(DAG, org_id)
+    result = await asyncio.to_thread(deploy, database_url, loaded.spec, loaded.source, "trace")
+    return result.version
+
+
+async def active_version(pool: AsyncConnectionPool[Any], org_id: str) -> int:
+    async with pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT version FROM state.dag_versions WHERE org_id = %s AND dag = %s AND active",
+                          (org_id, DAG))
+        row = await cur.fetchone()
+    if row is None:
+        raise BackfillRefused(f"the {DAG!r} DAG is not deployed for org {org_id!r} (or was retired)")
+    return int(row[0])
+
+
+def backfill_params(body: BackfillRequest, chain: str) -> dict[str, Any]:
+    """The run's parameters (what ``GET /v1/runs/{id}`` shows); refuses ranges of too many chunks."""
+    try:
+        chunks = split_range(body.start_block, body.end_block, body.chunk_size, max_chunks=MAX_CHUNKS)
+    except BadRange as exc:
+        raise BackfillRefused(str(exc)) from exc
+    return {
+        "chain_id": body.chain_id, "chain": chain, "datasets": list(body.datasets),
+        "start_block": body.start_block, "end_block": body.end_block, "chunk_size": body.chunk_size,
+        "engine": body.engine, "chunks": len(chunks),
+    }
+
+
+async def submit_backfill(store: TaskStore, catalog: JobCatalog, org_id: str, chains: Mapping[int, str],
+                          body: BackfillRequest, *, submitted_by: str,
+                          idempotency_key: str | None = None) -> tuple[uuid.UUID, bool]:
+    """Create the run and its split task (and its wake-up) in one transaction.
+
+    Returns ``(run_id, created)``; ``created`` is False when ``idempotency_key`` names a run made
+    earlier with the same parameters. The same key with other parameters is refused.
+    """
+    if body.chain_id not in chains:
+        served = ", ".join(str(c) for c in sorted(chains)) or "none"
+        raise BackfillRefused(f"chain {body.chain_id} is not served here (chains: {served})")
+    params = backfill_params(body, chains[body.chain_id])
+    version = await active_version(store.pool, org_id)
+    jobs = await catalog.jobs(org_id, DAG, version)
+    split = jobs.get(SPLIT_JOB)
+    if split is None or INGEST_JOB not in jobs:
+        raise BackfillRefused(f"DAG {DAG!r} version {version} has no {SPLIT_JOB!r} and {INGEST_JOB!r} jobs")
+    task = NewTask(split, f"backfill:{uuid.uuid4()}", {"event": params, "config": dict(split.config)})
+    submitted = await store.submit_run(org_id=org_id, kind="backfill", dag=DAG, dag_version=version,
+                                       params=params, submitted_by=submitted_by, tasks=[task],
+                                       idempotency_key=idempotency_key)
+    if not submitted.created:
+        async with store.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT params FROM state.runs WHERE run_id = %s", (submitted.run_id,))
+            row = await cur.fetchone()
+        if row is None or row[0] != params:
+            raise BackfillRefused(f"Idempotency-Key {idempotency_key!r} was used for another request"
+                                  f" (run {submitted.run_id}); use a new key")
+    return submitted.run_id, submitted.created

@@ -1,0 +1,97 @@
+"""The dispatcher process (``trace dispatcher run``): the HTTP API, the outbox -> queue publisher
+and the lease reaper, in one event loop. Several may run against one database: claims, the
+publisher (``SKIP LOCKED``) and the reaper are all safe to run concurrently.
+
+The worker process (``trace worker run``) is :func:`run_worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import uvicorn
+from psycopg_pool import AsyncConnectionPool
+
+from dispatcher.api.app import create_app
+from dispatcher.api.deps import ApiConfig
+from dispatcher.catalog import PgJobCatalog
+from dispatcher.publisher import queue_publisher
+from dispatcher.queue import QueueDriver
+from dispatcher.store import TaskStore
+from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
+
+log = logging.getLogger("trace.dispatcher")
+
+
+async def reap_forever(store: TaskStore, stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """Expired leases -> retried (or dead) tasks, every ``every_s``."""
+    while not stop.is_set():
+        try:
+            reaped = await store.reap()
+            if reaped:
+                log.info("reaper: %d expired lease(s) given back", reaped)
+        except Exception as exc:
+            log.warning("reaper: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
+async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, port: int,
+                           reap_every_s: float = 1.0, stop: asyncio.Event | None = None) -> None:
+    """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper."""
+    if config.database_url is None:
+        raise ValueError("the dispatcher needs a database")
+    stop = stop or asyncio.Event()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(config.database_url, min_size=2, max_size=12,
+                                                         open=False)
+    await pool.open(wait=True, timeout=30)
+    try:
+        store = TaskStore(pool, PgJobCatalog(pool), lease=timedelta(seconds=config.lease_s))
+        server = uvicorn.Server(uvicorn.Config(create_app(config, pool=pool), host=host, port=port,
+                                               log_level="warning", lifespan="on"))
+        publisher = queue_publisher(config.database_url, queue)
+        async def exit_on_stop() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        background = [asyncio.create_task(publisher.run(stop), name="outbox-publisher"),
+                      asyncio.create_task(reap_forever(store, stop, reap_every_s), name="reaper"),
+                      asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
+        try:
+            await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
+        finally:
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
+    finally:
+        await queue.close()
+        await pool.close()
+
+
+async def run_worker(*, dispatcher_url: str, worker_token: str, queue: QueueDriver, env: WorkerEnv,
+                     slots: int, worker_id: str | None = None, idle_poll_s: float = 2.0,
+                     operators: Mapping[str, Any] | None = None) -> None:
+    """Until SIGINT/SIGTERM, then hand running tasks back (``released``)."""
+    worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+    async with DispatcherClient(dispatcher_url, worker_token) as client:
+        worker = Worker(worker_id, client, queue, operators or OPERATORS, env, slots=slots,
+                        idle_poll_s=idle_poll_s)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker %s: %d slots, operators %s, dispatcher %s", worker_id, slots,
+                 ", ".join(sorted(worker.operators)), dispatcher_url)
+        try:
+            await worker.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await queue.close()
+            log.info("worker %s stopped: %s", worker_id, worker.stats)

@@ -1,0 +1,303 @@
+"""Backfills end to end on real parts: the dispatcher (API, outbox publisher, reaper) on the
+session's Postgres, the Postgres wake-up queue, workers, and an anvil with a mined history.
+
+Shown here: files equal to the node's chain and identical between the ``rpc`` and ``cryo``
+engines; duplicate wake-ups never run a task twice at once; a worker killed (-9) mid-task loses
+its lease and the task completes once on another; cancel stops a running backfill; a graceful
+stop hands leases back; a poison wake-up ends in the dead table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dispatcher.api.models import OutputIn
+from dispatcher.queue import open_queue
+from dispatcher.store import TASK_QUEUE
+from dispatcher.worker import TaskContext
+from operators.cryo_ingest import chain_name
+from operators.cryo_ingest.devhistory import History, build_history
+from tests.integration.dispatcher_stack import (
+    CHAIN_ID,
+    WORKER_TOKEN,
+    DispatcherStack,
+    running_dispatcher,
+)
+from tracekit.jsonrpc import RpcClient, hex_to_int
+from tracekit.localstack.anvil import AnvilSpec, start_anvil
+from tracekit.localstack.process import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def chain_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    spec = AnvilSpec(port=free_port(), chain_id=CHAIN_ID, block_time=0)  # mines on demand: a fixed history
+    proc = start_anvil(spec, tmp_path_factory.mktemp("backfill") / "anvil.log")
+    try:
+        yield spec.rpc_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+async def history(chain_url: str) -> History:
+    async with RpcClient(chain_url, timeout=60) as rpc:
+        mined = await build_history(rpc, blocks=120, tx_per_block=6, seed=3)
+        await rpc.call("anvil_mine", 2)
+        return mined
+
+
+@pytest.fixture(scope="module")
+async def stack(pg_url: str, object_dir: Path, chain_url: str,
+                history: History) -> AsyncIterator[DispatcherStack]:
+    async with running_dispatcher(pg_url, object_dir, chain_url) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+async def _workers_stop(stack: DispatcherStack) -> AsyncIterator[None]:
+    """Each test starts its own workers; what it leaves running is stopped and canceled."""
+    yield
+    await stack.stop_workers()
+    async with stack.api() as api:
+        for run in (await api.get("/v1/runs", params={"state": "running"})).json()["runs"]:
+            await api.post(f"/v1/runs/{run['run_id']}/cancel")
+
+
+def _aligned(history: History, size: int = 10) -> int:
+    """The first block of the history that starts a chunk (so ranges split into whole chunks)."""
+    return -(-history.first_block // size) * size
+
+
+async def _rows(pg_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        return list(await (await conn.execute(sql, args)).fetchall())
+
+
+async def _outputs(stack: DispatcherStack, run_id: str) -> list[dict[str, Any]]:
+    async with stack.api() as api:
+        r = await api.get(f"/v1/runs/{run_id}/outputs")
+        assert r.status_code == 200, r.text
+        return list(r.json())
+
+
+def _table(outputs: Sequence[dict[str, Any]], dataset: str) -> pa.Table:
+    files = sorted((o for o in outputs if o["dataset_id"] == dataset), key=lambda o: o["block_start"])
+    return pa.concat_tables([pq.read_table(o["uri"].removeprefix("file://")) for o in files])
+
+
+# -- the files are the chain's -------------------------------------------------------------------
+
+
+async def test_a_backfill_writes_the_nodes_rows_and_both_engines_agree(
+        stack: DispatcherStack, history: History, chain_url: str) -> None:
+    start, end = history.first_block, history.first_block + 99
+    await stack.start_worker(slots=4)
+    await stack.start_worker(slots=4)
+    rpc_run = await stack.submit(start, end, chunk_size=25, engine="rpc")
+    cryo_run = await stack.submit(start, end, chunk_size=25, engine="cryo")
+    for run_id in (rpc_run, cryo_run):
+        run = await stack.wait_run(run_id)
+        assert run["state"] == "succeeded", run
+        p = run["progress"]
+        # aligned chunks: [start..end] in buckets of 25 blocks
+        chunks = len(range(start // 25, end // 25 + 1))
+        assert (p["chunks_total"], p["chunks_done"], p["blocks_done"]) == (chunks, chunks, 100)
+        assert p["tasks"] == {"succeeded": chunks + 1} and p["files"] == 3 * chunks
+
+    rpc_out, cryo_out = await _outputs(stack, rpc_run), await _outputs(stack, cryo_run)
+    for o in rpc_out:  # file names follow cryo's: {chain}__{dataset}__{start:08d}_to_{end:08d}.parquet
+        bounds = f"{o['block_start']:08d}_to_{o['block_end']:08d}"
+        assert Path(o["uri"]).name == f"{chain_name(CHAIN_ID)}__{o['dataset_id']}__{bounds}.parquet"
+    for dataset in ("blocks", "transactions", "logs"):
+        assert _table(rpc_out, dataset).equals(_table(cryo_out, dataset)), dataset
+
+    blocks, txs, logs = (_table(rpc_out, d) for d in ("blocks", "transactions", "logs"))
+    async with RpcClient(chain_url, timeout=60) as rpc:
+        node = await rpc.batch([("eth_getBlockByNumber", (hex(n), False)) for n in range(start, end + 1)])
+        receipts = await rpc.batch([("eth_getBlockReceipts", (hex(n),)) for n in range(start, end + 1)])
+    assert blocks.column("block_number").to_pylist() == list(range(start, end + 1))
+    assert [b.hex() for b in blocks.column("block_hash").to_pylist()] == [b["hash"][2:] for b in node]
+    assert blocks.column("timestamp").to_pylist() == [hex_to_int(b["timestamp"], "t") for b in node]
+    tx_per_block = {n: 0 for n in range(start, end + 1)}
+    for n in txs.column("block_number").to_pylist():
+        tx_per_block[n] += 1
+    assert tx_per_block == {hex_to_int(b["number"], "n"): len(b["transactions"]) for b in node}
+    assert sum(tx_per_block.values()) > 300
+    assert sorted(t.hex() for t in txs.column("transaction_hash").to_pylist()) == sorted(
+        h[2:] for b in node for h in b["transactions"])
+    assert logs.num_rows == sum(len(r["logs"]) for rs in receipts for r in rs) > 0
+
+
+# -- leases --------------------------------------------------------------------------------------
+
+
+def _recording(log: list[tuple[str, int, float, float]], seconds: float) -> Any:
+    async def ingest(ctx: TaskContext) -> Sequence[OutputIn]:
+        began = time.monotonic()
+        await ctx.sleep(seconds)
+        log.append((str(ctx.task_id), ctx.task.attempt, began, time.monotonic()))
+        return []
+
+    return ingest
+
+
+async def test_duplicate_wakeups_never_run_a_task_twice_at_once(stack: DispatcherStack,
+                                                               history: History) -> None:
+    ran: list[tuple[str, int, float, float]] = []
+    run_id = await stack.submit(_aligned(history), _aligned(history) + 79, chunk_size=10)
+    queue = await open_queue("pg", database_url=stack.pg_url)
+    try:
+        for _ in range(3):  # every task of the run woken four times over, while workers compete
+            await stack.start_worker(slots=3, operators={"cryo_ingest": _recording(ran, 0.3)})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tasks = await _rows(stack.pg_url, "SELECT task_id::text FROM state.tasks WHERE run_id = %s",
+                                run_id)
+            await queue.publish(TASK_QUEUE, [t[0].encode() for t in tasks] * 4)
+            if (await stack.run(run_id))["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await queue.close()
+    run = await stack.wait_run(run_id)
+    assert run["state"] == "succeeded" and run["progress"]["chunks_done"] == 8
+    ours = [r for r in ran if r[0] in {t[0] for t in tasks}]
+    assert sorted(r[0] for r in ours) == sorted({r[0] for r in ours}) and len(ours) == 8  # each ran once
+    attempts = await _rows(stack.pg_url, "SELECT count(*) FROM state.task_attempts a JOIN state.tasks t"
+                                         " USING (task_id) WHERE t.run_id = %s", run_id)
+    assert attempts == [(9,)]  # 1 split + 8 chunks, one attempt each
+    assert sum(w.stats.claimed for w, _, _ in stack.workers) == 9
+
+
+def _stalled_rpc() -> tuple[socket.socket, str]:
+    """An endpoint that accepts connections and never answers (a hung provider)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_once(
+        stack: DispatcherStack, history: History, tmp_path: Path) -> None:
+    hung, hung_url = _stalled_rpc()
+    env = {**os.environ, "TRACE_DISPATCHER_URL": stack.base_url, "TRACE_WORKER_TOKEN": WORKER_TOKEN,
+           "TRACE_API_TOKEN": "unused", "TRACE_DISPATCHER_SECRET": "unused", "TRACE_QUEUE": "pg",
+           "TRACE_DATABASE_URL": stack.pg_url, "TRACE_RPC_URL": hung_url, "TRACE_CHAIN_ID": str(CHAIN_ID),
+           "TRACE_OBJECT_STORE": str(stack.object_dir), "TRACE_HOME": str(tmp_path / "home")}
+    name = f"doomed-{uuid.uuid4().hex[:6]}"
+    argv = [sys.executable, "-m", "tracekit.cli", "worker", "run", "--slots", "1", "--id", name]
+    with (tmp_path / "worker.log").open("wb") as worker_log:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=worker_log)
+    try:
+        run_id = await stack.submit(_aligned(history), _aligned(history) + 9, chunk_size=10)
+        deadline = time.monotonic() + 60
+        while not await _rows(stack.pg_url, "SELECT 1 FROM state.tasks WHERE run_id = %s AND job = 'ingest'"
+                                            " AND state = 'leased' AND lease_owner = %s", run_id, name):
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "the worker never leased the chunk"
+            await asyncio.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-task: its RPC call hangs
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hung.close()
+    await stack.start_worker(slots=2)  # a healthy worker, with the real node
+    run = await stack.wait_run(run_id, timeout=60)
+    assert run["state"] == "succeeded", run
+    (task_id,) = [r[0] for r in await _rows(
+        stack.pg_url, "SELECT task_id FROM state.tasks WHERE run_id = %s AND job = 'ingest'", run_id)]
+    attempts = await _rows(stack.pg_url, "SELECT attempt, worker, outcome FROM state.task_attempts"
+                                         " WHERE task_id = %s ORDER BY attempt", task_id)
+    assert [(a, w == name, o) for a, w, o in attempts] == [(1, True, "lease_expired"),
+                                                            (2, False, "succeeded")]
+    outputs = await _outputs(stack, run_id)
+    assert sorted(o["dataset_id"] for o in outputs) == ["blocks", "logs", "transactions"]
+    assert {o["attempt"] for o in outputs} == {2}  # only the live attempt's files were committed
+    async with stack.api() as api:
+        detail = (await api.get(f"/v1/tasks/{task_id}")).json()
+    assert detail["state"] == "succeeded" and detail["failures"] == 1
+
+
+# -- cancel, shutdown, poison --------------------------------------------------------------------
+
+
+def _forever(started: list[str]) -> Any:
+    async def ingest(ctx: TaskContext) -> Sequence[OutputIn]:
+        started.append(str(ctx.task_id))
+        while True:
+            await ctx.sleep(0.05)
+
+    return ingest
+
+
+async def test_cancel_stops_a_running_backfill(stack: DispatcherStack, history: History) -> None:
+    started: list[str] = []
+    worker = await stack.start_worker(slots=8, operators={"cryo_ingest": _forever(started)})
+    run_id = await stack.submit(_aligned(history), _aligned(history) + 59, chunk_size=10)
+    deadline = time.monotonic() + 30
+    while len(started) < 4:  # the job's max_concurrency is 4: two chunks stay queued
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    async with stack.api() as api:
+        r = await api.post(f"/v1/runs/{run_id}/cancel")
+        assert r.status_code == 200 and r.json()["state"] in ("canceling", "canceled")
+    run = await stack.wait_run(run_id, timeout=20)
+    assert run["state"] == "canceled"
+    assert run["progress"]["tasks"] == {"succeeded": 1, "canceled": 6}
+    assert len(started) == 4 and worker.stats.canceled == 4 and worker.running == 0
+    assert await _outputs(stack, run_id) == []
+
+
+async def test_a_stopping_worker_hands_its_tasks_back(stack: DispatcherStack, history: History) -> None:
+    started: list[str] = []
+    first = await stack.start_worker(slots=4, operators={"cryo_ingest": _forever(started)})
+    run_id = await stack.submit(_aligned(history), _aligned(history) + 19, chunk_size=10)
+    deadline = time.monotonic() + 30
+    while len(started) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await stack.stop_workers()  # SIGTERM: release, not fail
+    assert first.stats.released == 2
+    rows = await _rows(stack.pg_url, "SELECT state, failures FROM state.tasks"
+                                     " WHERE run_id = %s AND job = 'ingest'", run_id)
+    assert rows == [("queued", 0), ("queued", 0)]
+    await stack.start_worker(slots=4)  # the real operator finishes them at once, without a backoff
+    run = await stack.wait_run(run_id, timeout=30)
+    assert run["state"] == "succeeded" and run["progress"]["files"] == 6
+
+
+async def test_a_poison_wakeup_ends_in_the_dead_table(stack: DispatcherStack) -> None:
+    body = f"not-a-task-{uuid.uuid4().hex}".encode()
+    queue = await open_queue("pg", database_url=stack.pg_url)
+    try:
+        await queue.publish(TASK_QUEUE, [body])
+    finally:
+        await queue.close()
+    worker = await stack.start_worker(slots=2, idle_poll_s=0.2)
+    deadline = time.monotonic() + 30
+    while not (dead := await _rows(stack.pg_url, "SELECT receives, last_error FROM state.queue_dead"
+                                                 " WHERE body = %s", body)):
+        assert time.monotonic() < deadline, "the poison message never reached the dead table"
+        await asyncio.sleep(0.1)
+    assert dead[0][0] >= 5 and "not a task id" in dead[0][1]
+    assert worker.stats.poison >= 5
+    assert not await _rows(stack.pg_url, "SELECT 1 FROM state.queue_messages WHERE body = %s", body)
