@@ -147,6 +147,11 @@ def demo(
     summary = run_demo(settings(traffic=True), seconds=seconds, keep=keep, say=typer.echo)
     if summary["mismatches"]:
         raise TraceError(f"hot tables differ from the node at heights {summary['mismatches'][:10]}")
+    backfill = summary["backfill"]
+    if backfill["state"] != "succeeded" or backfill["mismatches_vs_node"]:
+        run_id = backfill["run_id"]
+        raise TraceError(f"backfill {run_id} ended {backfill['state']}; blocks differing from the node:"
+                         f" {backfill['mismatches_vs_node']} (see `trace backfill status {run_id}`)")
     if not summary["blocks_followed"]:
         raise TraceError("the follower did not advance; see the logs under the stack's home (logs/)")
 

@@ -2,8 +2,10 @@
 
 Brings the stack up (traffic with injected reorgs), watches it for a while printing a line every
 few seconds, then prints what happened: blocks followed, reorgs and their depths, lag, hot-table
-row counts, and a check of the hot tables against the node below the reorg horizon. The stack is
-stopped again unless it was already running before the demo or ``--keep`` is given.
+row counts, and a check of the hot tables against the node below the reorg horizon. Then the
+batch half: a backfill of the confirmed blocks through the dispatcher's API, run by the worker,
+its Parquet files checked against the node. The stack is stopped again unless it was already
+running before the demo or ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -40,6 +42,48 @@ def hot_table_check(settings: Settings, below: int) -> tuple[int, list[int]]:
     return len(rows), bad + missing
 
 
+def backfill_check(settings: Settings, end: int, say: Callable[[str], None],
+                   timeout: float = 120.0) -> dict[str, Any]:
+    """Backfill blocks ``0..end`` through the API; compare the committed block files with the node."""
+    import httpx
+    import pyarrow.parquet as pq
+
+    token = settings.credentials().api_token
+    began = time.monotonic()
+    with httpx.Client(base_url=settings.resolved_dispatcher_url, timeout=30,
+                      headers={"Authorization": f"Bearer {token}"}) as api:
+        answer = api.post("/v1/backfills", json={
+            "chain_id": settings.chain_id, "datasets": ["blocks", "transactions", "logs"],
+            "start_block": 0, "end_block": end, "chunk_size": 20, "engine": "rpc"})
+        answer.raise_for_status()
+        run_id = answer.json()["run_id"]
+        say(f"backfill {run_id}: blocks 0..{end} in chunks of 20 ...")
+        while True:
+            run = api.get(f"/v1/runs/{run_id}").json()
+            if run["state"] in ("succeeded", "failed", "canceled") or time.monotonic() - began > timeout:
+                break
+            time.sleep(0.5)
+        outputs = api.get(f"/v1/runs/{run_id}/outputs").json()
+    seconds = time.monotonic() - began
+    hashes: dict[int, str] = {}
+    for o in outputs:
+        if o["dataset_id"] == "blocks":
+            table = pq.read_table(o["uri"].removeprefix("file://"), columns=["block_number", "block_hash"])
+            for n, h in zip(table.column("block_number").to_pylist(), table.column("block_hash").to_pylist(),
+                            strict=True):
+                hashes[n] = "0x" + h.hex()
+    bad = []
+    for n in range(end + 1):
+        node = rpc_request(settings.resolved_rpc_url, "eth_getBlockByNumber", hex(n), False)
+        if not isinstance(node, dict) or node.get("hash") != hashes.get(n):
+            bad.append(n)
+    progress = run["progress"]
+    return {"run_id": run_id, "state": run["state"],
+            "chunks": f"{progress['chunks_done']}/{progress['chunks_total']}",
+            "rows": progress["rows"], "files": progress["files"], "seconds": round(seconds, 1),
+            "mismatches_vs_node": bad[:20]}
+
+
 def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[str], None]) -> dict[str, Any]:
     if settings.reorg_every <= 0:
         reorgs = {"reorg_every": 4.0, "reorg_min_depth": 1, "reorg_max_depth": 6}
@@ -70,6 +114,8 @@ def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[s
         cursor = last.get("cursor") or 0
         horizon = cursor - settings.reorg_max_depth - 2
         checked, mismatches = hot_table_check(settings, horizon)
+        confirmed = max(0, cursor - settings.finality_depth - settings.reorg_max_depth)
+        backfill = backfill_check(settings, confirmed, say)
     finally:
         if not keep and not was_running:
             stack.down(settings.home)
@@ -87,6 +133,7 @@ def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[s
         "heights_checked_against_node": checked,
         "mismatches": mismatches,
         "services": {k: v.get("healthy") for k, v in final["services"].items()},
+        "backfill": backfill,
     }
     table = Table("what happened", "", title="trace demo")
     for key, value in summary.items():
