@@ -179,8 +179,13 @@ class Pipeline:
                 (self.chain_id,)).fetchall())
         problems = []
         for n in range(upto + 1):
-            node = rpc(self.rpc_url, "eth_getBlockByNumber", hex(n), False)
-            receipts = rpc(self.rpc_url, "eth_getBlockReceipts", hex(n))
+            for _ in range(20):  # anvil may answer null for a moment while it rewrites a reorged tail
+                node = rpc(self.rpc_url, "eth_getBlockByNumber", hex(n), False)
+                receipts = rpc(self.rpc_url, "eth_getBlockReceipts", hex(n))
+                if node is not None and receipts is not None:
+                    break
+                time.sleep(0.1)
+            assert node is not None and receipts is not None, f"the node has no block {n}"
             node_logs = sum(len(r["logs"]) for r in receipts)
             want = (node["hash"], node["parentHash"], len(node["transactions"]), node_logs)
             got = blocks.get(n)
