@@ -17,10 +17,11 @@ from typing import Annotated, Any
 
 import orjson
 import psycopg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher.api import internal, public
 from dispatcher.api.deps import ApiConfig, Deps
@@ -78,8 +79,8 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
     app.include_router(public.router)
     app.include_router(internal.router)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also Starlette's own: unknown route, unparsable body
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
         if isinstance(detail, dict) and "error" in detail:
             return _problem(exc.status_code, str(detail["error"]), detail.get("detail"), exc.headers)

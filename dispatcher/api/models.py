@@ -22,8 +22,12 @@ Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_
 Dataset = Literal["blocks", "transactions", "logs"]
 
 
-def _clean_json(value: Any) -> Any:
-    """JSON that Postgres' jsonb accepts: no NUL in strings, numbers within bigint."""
+MAX_JSON_DEPTH = 64  # nesting of event payloads: far below the serializers' recursion limits
+
+
+def _clean_json(value: Any, depth: int = 0) -> Any:
+    """JSON that Postgres' jsonb accepts: no NUL in strings, numbers within bigint, at most
+    ``MAX_JSON_DEPTH`` levels of nesting (deeper would overflow the stack or orjson)."""
     if isinstance(value, str):
         return _no_nul(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):
@@ -32,10 +36,12 @@ def _clean_json(value: Any) -> Any:
         if abs(value) > MAX_BLOCK:
             raise ValueError("integers must be within +-2**53")
         return value
+    if isinstance(value, list | dict) and depth >= MAX_JSON_DEPTH:
+        raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, list):
-        return [_clean_json(v) for v in value]
+        return [_clean_json(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {_no_nul(str(k)): _clean_json(v) for k, v in value.items()}
+        return {_no_nul(str(k)): _clean_json(v, depth + 1) for k, v in value.items()}
     return value
 
 
