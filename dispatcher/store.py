@@ -121,7 +121,26 @@ _LOCK_TASKS = """
 SELECT task_id, state, attempt, lease_expires_at, cancel_requested, failures, max_attempts,
        backoff_initial_ms, backoff_max_ms, backoff_multiplier, run_id, org_id, dag, dag_version,
        job, writes, clock_timestamp() AS now
-FROM state.tasks WHERE task_id = ANY(%s) ORDER BY task_id FOR UPDATE
+FROM state.tasks WHERE task_id = ANY(%b::uuid[]) ORDER BY task_id FOR UPDATE
+"""
+
+
+# Candidates for a claim. Two statements rather than one ORDER BY (task_id = ANY(prefer)): that
+# sort key cannot use the tasks_ready index, so every claim sorted all queued tasks.
+_CLAIM_PREFERRED = """
+SELECT task_id, concurrency_key, max_concurrency FROM state.tasks
+WHERE state = 'queued' AND not_before <= clock_timestamp() AND task_id = ANY(%(prefer)s::uuid[])
+  AND (%(ops)s::text[] IS NULL OR operator = ANY(%(ops)s::text[]))
+  AND (%(org)s::text IS NULL OR org_id = %(org)s::text)
+ORDER BY not_before, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+"""
+_CLAIM_READY = """
+SELECT task_id, concurrency_key, max_concurrency FROM state.tasks
+WHERE state = 'queued' AND not_before <= clock_timestamp()
+  AND (%(ops)s::text[] IS NULL OR operator = ANY(%(ops)s::text[]))
+  AND (%(org)s::text IS NULL OR org_id = %(org)s::text)
+  AND task_id <> ALL(%(taken)s::uuid[])  -- locked by this transaction: SKIP LOCKED keeps them
+ORDER BY not_before, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 """
 
 
@@ -249,39 +268,37 @@ class TaskStore:
         if limit <= 0:
             return []
         async with self._tx() as cur:
-            await cur.execute(
-                """
-                SELECT task_id, concurrency_key, max_concurrency FROM state.tasks
-                WHERE state = 'queued' AND not_before <= clock_timestamp()
-                  AND (%(ops)s::text[] IS NULL OR operator = ANY(%(ops)s::text[]))
-                  AND (%(org)s::text IS NULL OR org_id = %(org)s::text)
-                ORDER BY (task_id = ANY(%(prefer)s::uuid[])) DESC, not_before, created_at
-                LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-                """,
-                {"ops": list(operators) if operators is not None else None, "prefer": list(prefer),
-                 "limit": limit, "org": org_id},
-            )
-            candidates = await cur.fetchall()
+            params: dict[str, Any] = {"ops": list(operators) if operators is not None else None,
+                                      "org": org_id, "limit": limit, "prefer": list(prefer), "taken": []}
+            candidates: list[dict[str, Any]] = []
+            if prefer:  # the woken ones first
+                await cur.execute(_CLAIM_PREFERRED, params)
+                candidates = await cur.fetchall()
+            if len(candidates) < limit:  # then the oldest ready ones, in the order of tasks_ready
+                params.update(limit=limit - len(candidates), taken=[c["task_id"] for c in candidates])
+                await cur.execute(_CLAIM_READY, params)
+                candidates += await cur.fetchall()
             chosen = await self._within_concurrency(cur, candidates)
             if not chosen:
                 return []
             await cur.execute(
                 """
-                UPDATE state.tasks SET state = 'leased', attempt = attempt + 1, lease_owner = %(worker)s,
-                    lease_expires_at = clock_timestamp() + %(lease)s, heartbeat_at = clock_timestamp(),
-                    started_at = coalesce(started_at, clock_timestamp())
-                WHERE task_id = ANY(%(ids)s::uuid[])
-                RETURNING task_id, org_id, run_id, dag, job, operator, attempt, payload, reads, writes,
-                          lease_expires_at
+                WITH leased AS (
+                    UPDATE state.tasks SET state = 'leased', attempt = attempt + 1, lease_owner = %(worker)s,
+                        lease_expires_at = clock_timestamp() + %(lease)s, heartbeat_at = clock_timestamp(),
+                        started_at = coalesce(started_at, clock_timestamp())
+                    WHERE task_id = ANY(%(ids)b::uuid[])
+                    RETURNING task_id, org_id, run_id, dag, job, operator, attempt, payload, reads, writes,
+                              lease_expires_at
+                ), attempts AS (
+                    INSERT INTO state.task_attempts (task_id, attempt, worker)
+                    SELECT task_id, attempt, %(worker)s FROM leased
+                )
+                SELECT * FROM leased
                 """,
                 {"worker": worker, "lease": self.lease, "ids": chosen},
             )
             rows = await cur.fetchall()
-            await cur.execute(
-                "INSERT INTO state.task_attempts (task_id, attempt, worker)"
-                " SELECT unnest(%s::uuid[]), unnest(%s::int[]), %s",
-                ([r["task_id"] for r in rows], [r["attempt"] for r in rows], worker),
-            )
         return [ClaimedTask(**r) for r in rows]
 
     async def _within_concurrency(self, cur: psycopg.AsyncCursor[Any],
@@ -451,7 +468,7 @@ class TaskStore:
                     """
                     UPDATE state.task_attempts a SET finished_at = clock_timestamp(), outcome = x.outcome,
                         error = x.error, traceback = x.tb
-                    FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::text[], %s::text[])
+                    FROM unnest(%b::uuid[], %b::int[], %b::text[], %b::text[], %b::text[])
                          AS x(task_id, attempt, outcome, error, tb)
                     WHERE a.task_id = x.task_id AND a.attempt = x.attempt
                     """,
@@ -474,7 +491,7 @@ class TaskStore:
                 lease_expires_at = NULL, failures = t.failures + (x.state = 'dead')::int,
                 last_error = coalesce(x.error, t.last_error),
                 last_traceback = coalesce(x.tb, t.last_traceback)
-            FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[]) AS x(task_id, state, error, tb)
+            FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[]) AS x(task_id, state, error, tb)
             WHERE t.task_id = x.task_id
             """,
             ([d[0] for d in done], [d[2] for d in done], [d[3] for d in done], [d[4] for d in done]),
@@ -489,7 +506,7 @@ class TaskStore:
             UPDATE state.tasks t SET state = 'queued', failures = t.failures + 1, lease_owner = NULL,
                 lease_expires_at = NULL, not_before = clock_timestamp() + make_interval(secs => x.delay),
                 last_error = x.error, last_traceback = x.tb
-            FROM unnest(%s::uuid[], %s::float8[], %s::text[], %s::text[]) AS x(task_id, delay, error, tb)
+            FROM unnest(%b::uuid[], %b::float8[], %b::text[], %b::text[]) AS x(task_id, delay, error, tb)
             WHERE t.task_id = x.task_id
             """,
             ([r[0] for r in retry], [r[1] for r in retry], [r[2] for r in retry], [r[3] for r in retry]),

@@ -12,6 +12,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -21,10 +22,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from dispatcher.catalog import JobPolicy, StaticJobCatalog
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import Delivery, QueueDriver
 from dispatcher.queue.kafka import ERROR, RECEIVES, KafkaQueueDriver
 from dispatcher.queue.pg import PgQueueDriver
+from dispatcher.store import NewTask, TaskStore
 from tracekit.db import migrate
 from tracekit.errors import RetryableError
 from tracekit.outbox import enqueue
@@ -558,3 +561,31 @@ async def test_publisher_outlives_a_transient_queue_failure(
             await asyncio.wait_for(task, 10)
     assert flaky.failures == 1
     assert await _bodies(queue_db, q) == committed + late
+
+
+# -- wake-ups and claims --------------------------------------------------------------------------
+
+
+async def test_a_claim_takes_the_woken_tasks_first_then_the_oldest_ready_ones(
+    pool: AsyncConnectionPool[Any], queue_db: str
+) -> None:
+    job = JobPolicy("noop", "noop")
+    store = TaskStore(pool, StaticJobCatalog({"noop": job}), lease=timedelta(seconds=30))
+
+    async def submit(n: int) -> list[uuid.UUID]:
+        run = await store.submit_run(org_id="default", kind="t", dag=f"d{uuid.uuid4().hex}", dag_version=1,
+                                     params={}, submitted_by="t",
+                                     tasks=[NewTask(job, f"e{i}", {"i": i}) for i in range(n)])
+        return run.tasks
+
+    async with await psycopg.AsyncConnection.connect(queue_db, autocommit=True) as conn:
+        await conn.execute("UPDATE state.tasks SET state = 'canceled' WHERE state = 'queued'")
+    older = await submit(30)
+    woken = await submit(3)
+    first = await store.claim("w1", limit=5, prefer=[*woken, older[0], uuid.uuid4()])
+    assert len(first) == 5
+    assert {c.task_id for c in first} == {*woken, older[0], older[1]}
+    # woken tasks that are leased already are not claimed again; the rest come in age order
+    second = await store.claim("w2", limit=4, prefer=woken)
+    assert [c.task_id for c in sorted(second, key=lambda c: older.index(c.task_id))] == older[2:6]
+    assert {c.attempt for c in first + second} == {1}
