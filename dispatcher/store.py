@@ -130,6 +130,7 @@ FROM state.tasks WHERE task_id = ANY(%b::uuid[]) ORDER BY task_id FOR UPDATE
 _CLAIM_PREFERRED = """
 SELECT task_id, concurrency_key, max_concurrency FROM state.tasks
 WHERE state = 'queued' AND not_before <= clock_timestamp() AND task_id = ANY(%(prefer)s::uuid[])
+  AND (concurrency_key IS NULL OR concurrency_key <> ALL(%(full)s::text[]))
   AND (%(ops)s::text[] IS NULL OR operator = ANY(%(ops)s::text[]))
   AND (%(org)s::text IS NULL OR org_id = %(org)s::text)
 ORDER BY not_before, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
@@ -140,8 +141,16 @@ WHERE state = 'queued' AND not_before <= clock_timestamp()
   AND (%(ops)s::text[] IS NULL OR operator = ANY(%(ops)s::text[]))
   AND (%(org)s::text IS NULL OR org_id = %(org)s::text)
   AND task_id <> ALL(%(taken)s::uuid[])  -- locked by this transaction: SKIP LOCKED keeps them
+  AND (concurrency_key IS NULL OR concurrency_key <> ALL(%(full)s::text[]))
 ORDER BY not_before, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 """
+# Jobs at their max_concurrency now: their queued tasks are not candidates (else a long backfill at
+# its cap would fill every claim with tasks that cannot run and starve the other jobs).
+_SATURATED = """
+SELECT concurrency_key FROM state.tasks WHERE state = 'leased' AND concurrency_key IS NOT NULL
+GROUP BY concurrency_key HAVING count(*) >= min(max_concurrency)
+"""
+_READY_PASSES = 3  # candidate rounds when some candidates fell to a job's concurrency cap
 
 
 def _view(row: Mapping[str, Any]) -> LeaseView:
@@ -268,17 +277,27 @@ class TaskStore:
         if limit <= 0:
             return []
         async with self._tx() as cur:
+            await cur.execute(_SATURATED)
+            full = {r["concurrency_key"] for r in await cur.fetchall()}
             params: dict[str, Any] = {"ops": list(operators) if operators is not None else None,
-                                      "org": org_id, "limit": limit, "prefer": list(prefer), "taken": []}
-            candidates: list[dict[str, Any]] = []
-            if prefer:  # the woken ones first
-                await cur.execute(_CLAIM_PREFERRED, params)
+                                      "org": org_id, "prefer": list(prefer)}
+            chosen: list[uuid.UUID] = []
+            seen: list[uuid.UUID] = []  # locked by this transaction already
+            room: dict[str, int] = {}
+            rounds = ([_CLAIM_PREFERRED] if prefer else []) + [_CLAIM_READY] * _READY_PASSES
+            for query in rounds:  # the woken ones first, then the oldest ready ones
+                want = limit - len(chosen)
+                if want <= 0:
+                    break
+                params.update(limit=want, taken=seen, full=sorted(full))
+                await cur.execute(query, params)
                 candidates = await cur.fetchall()
-            if len(candidates) < limit:  # then the oldest ready ones, in the order of tasks_ready
-                params.update(limit=limit - len(candidates), taken=[c["task_id"] for c in candidates])
-                await cur.execute(_CLAIM_READY, params)
-                candidates += await cur.fetchall()
-            chosen = await self._within_concurrency(cur, candidates)
+                seen += [c["task_id"] for c in candidates]
+                picked = await self._within_concurrency(cur, candidates, room)
+                chosen += picked
+                full |= {k for k, left in room.items() if left <= 0}
+                if query is _CLAIM_READY and len(picked) == len(candidates):
+                    break  # all taken: either enough, or nothing more is ready
             if not chosen:
                 return []
             await cur.execute(
@@ -302,20 +321,20 @@ class TaskStore:
         return [ClaimedTask(**r) for r in rows]
 
     async def _within_concurrency(self, cur: psycopg.AsyncCursor[Any],
-                                  candidates: Sequence[Mapping[str, Any]]) -> list[uuid.UUID]:
-        limited: dict[str, int] = {}
-        for c in candidates:
-            if c["concurrency_key"] is not None:
-                limited[c["concurrency_key"]] = c["max_concurrency"]
-        room: dict[str, int] = {}
-        for key in sorted(limited):  # one claimer per key at a time; sorted, so no deadlock
+                                  candidates: Sequence[Mapping[str, Any]],
+                                  room: dict[str, int]) -> list[uuid.UUID]:
+        """The candidates that fit their job's ``max_concurrency``; ``room`` (key -> free slots)
+        carries over between the rounds of one claim."""
+        limits = {c["concurrency_key"]: c["max_concurrency"] for c in candidates
+                  if c["concurrency_key"] is not None and c["concurrency_key"] not in room}
+        for key in sorted(limits):  # one claimer per key at a time; sorted, so no deadlock
             await cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
             await cur.execute(
                 "SELECT count(*) AS n FROM state.tasks WHERE concurrency_key = %s AND state = 'leased'",
                 (key,),
             )
             row = await cur.fetchone()
-            room[key] = limited[key] - int(row["n"] if row else 0)
+            room[key] = limits[key] - int(row["n"] if row else 0)
         chosen = []
         for c in candidates:
             key = c["concurrency_key"]

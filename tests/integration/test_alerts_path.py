@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from operators.devchain.artifacts import staking_artifact, token_artifact
 from operators.devchain.deploy import Deployment, deploy
@@ -448,7 +449,7 @@ def test_enrichment_publishes_typed_transfers_and_stake_changes_with_reorgs(harn
     h, p = harness, harness.p
     a = h.deployment.accounts
     assert h.cli("labels", "add", a[3], "fund").returncode == 0
-    with (p.root / "enrich.log").open("wb") as log:
+    with (p.root / "enrich.0.log").open("wb") as log:
         p.procs["enrich"] = subprocess.Popen(
             [sys.executable, "-m", "tracekit.cli", "enrich", "run"],
             env={**h.env(), "TRACE_ENRICH_WEB_PORT": str(free_port())},
@@ -456,9 +457,16 @@ def test_enrichment_publishes_typed_transfers_and_stake_changes_with_reorgs(harn
             stderr=subprocess.STDOUT,
         )
     p.wait_for("the follower to start", lambda: (p.cursor() or 0) > 0, timeout=60)
+    wanted = {f"trace.chain.{p.chain_id}.transfers", f"trace.chain.{p.chain_id}.stake_changes"}
+    admin = AdminClient({"bootstrap.servers": p.kafka_bootstrap})  # enrich creates its topics first
+    p.wait_for("the enrichment topics", lambda: wanted <= set(admin.list_topics(timeout=5).topics),
+               timeout=90)
     mint_block = h.send([h.mint(a[2], a[2], 5 * UNIT)])
-    h.send([h.delegate(a[3], a[0], 2 * UNIT)])
-    rpc(p.rpc_url, "anvil_reorg", 1, [[{"from": a[1], "to": a[2], "value": "0x1"}, 0]])
+    delegate_block = h.send([h.delegate(a[3], a[0], 2 * UNIT)])
+    # a reorg is news only of blocks the follower has seen: orphan the delegation's block once it has
+    p.wait_for("the follower to see the delegation", lambda: (p.cursor() or 0) >= delegate_block, timeout=30)
+    depth = max(1, p.head() - delegate_block + 1)
+    rpc(p.rpc_url, "anvil_reorg", depth, [[{"from": a[1], "to": a[2], "value": "0x1"}, 0]])
 
     codec = AvroCodec()
 
@@ -469,6 +477,7 @@ def test_enrichment_publishes_typed_transfers_and_stake_changes_with_reorgs(harn
                 "group.id": f"t-{uuid.uuid4()}",
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000,
+                "topic.metadata.refresh.interval.ms": 1000,
             }
         )
         consumer.subscribe([topic])
@@ -487,9 +496,10 @@ def test_enrichment_publishes_typed_transfers_and_stake_changes_with_reorgs(harn
     mints = [r for n, r in transfers if n == "trace.enrich.Transfer" and r["action"] == "mint"]
     assert [(m["block_number"], m["to_address"], m["amount"]) for m in mints] == [
         (mint_block, a[2], str(5 * UNIT))
-    ]
+    ], ([n for n, _ in transfers], (p.root / "enrich.0.log").read_text()[-3000:])
     assert mints[0]["idempotency_key"].startswith(f"{p.chain_id}:transfer:{mint_block}:0x")
     names = [n for n, _ in transfers]
+    assert "trace.chain.Reorg" in names, (names, (p.root / "follower.0.log").read_text()[-3000:])
     assert names.index("trace.chain.Reorg") > names.index("trace.enrich.Transfer")  # in chain order
 
     stakes = read(f"trace.chain.{p.chain_id}.stake_changes", "trace.chain.Reorg")

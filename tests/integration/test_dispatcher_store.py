@@ -31,10 +31,11 @@ async def store(pg_url: str) -> AsyncIterator[TaskStore]:
                         lease=timedelta(seconds=5))
 
 
-async def _run(store: TaskStore, n: int = 1, job: JobPolicy = SPLIT) -> tuple[uuid.UUID, list[uuid.UUID]]:
+async def _run(store: TaskStore, n: int = 1, job: JobPolicy = SPLIT,
+               org: str = "default") -> tuple[uuid.UUID, list[uuid.UUID]]:
     tag = uuid.uuid4().hex
     submitted = await store.submit_run(
-        org_id="default", kind="test", dag=f"dag_{tag}", dag_version=1, params={"n": n}, submitted_by="t",
+        org_id=org, kind="test", dag=f"dag_{tag}", dag_version=1, params={"n": n}, submitted_by="t",
         tasks=[NewTask(job, f"e{i}", {"i": i}) for i in range(n)],
     )
     return submitted.run_id, submitted.tasks
@@ -100,7 +101,8 @@ async def test_failures_retry_with_backoff_then_dead_letter_with_error(store: Ta
 async def test_events_create_one_task_each_idempotently_and_concurrency_is_capped(
     store: TaskStore, pg_url: str
 ) -> None:
-    run_id, (task,) = await _run(store)
+    org = f"org-{uuid.uuid4().hex[:8]}"  # claims below see this test's tasks only
+    run_id, (task,) = await _run(store, org=org)
     (split,) = await store.claim("w", limit=1, prefer=[task])
     events = [Event("chunks", f"{i:08d}", {"start": i * 10, "end": i * 10 + 9}) for i in range(5)]
     first = await store.emit_events(task, split.attempt, events)
@@ -109,7 +111,7 @@ async def test_events_create_one_task_each_idempotently_and_concurrency_is_cappe
     assert (again.accepted, again.tasks_created) == (0, 0)
     assert await store.complete(Completion(task, split.attempt, "succeeded")) is Fence.OK
     assert await _one(pg_url, "SELECT state FROM state.runs WHERE run_id = %s", run_id) == "running"
-    claimed = await store.claim("w", limit=10, operators=["cryo_ingest"])
+    claimed = await store.claim("w", limit=10, operators=["cryo_ingest"], org_id=org)
     assert len(claimed) == 2  # max_concurrency
     assert {c.payload["config"]["engine"] for c in claimed} == {"rpc"}
     for c in claimed:
@@ -117,7 +119,7 @@ async def test_events_create_one_task_each_idempotently_and_concurrency_is_cappe
                                         outputs=[Output("blocks", f"file:///{c.task_id}", 10, 100, 0, 9)]))
     done = 2
     while done < 5:
-        batch = await store.claim("w", limit=10, operators=["cryo_ingest"])
+        batch = await store.claim("w", limit=10, operators=["cryo_ingest"], org_id=org)
         assert 0 < len(batch) <= 2
         for c in batch:
             await store.complete(Completion(c.task_id, c.attempt, "succeeded"))
@@ -125,11 +127,25 @@ async def test_events_create_one_task_each_idempotently_and_concurrency_is_cappe
     assert await _one(pg_url, "SELECT state FROM state.runs WHERE run_id = %s", run_id) == "succeeded"
 
 
+async def test_a_job_at_its_concurrency_cap_does_not_starve_other_jobs(store: TaskStore) -> None:
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    _, capped = await _run(store, n=6, job=INGEST, org=org)  # older, and capped at 2 running
+    first = await store.claim("w", limit=2, org_id=org)
+    assert {c.task_id for c in first} == set(capped[:2])
+    _, (other,) = await _run(store, org=org)
+    # the four older queued ingest tasks cannot run; the claim must reach past them
+    assert [c.task_id for c in await store.claim("w", limit=2, org_id=org)] == [other]
+    assert await store.claim("w", limit=4, org_id=org) == []
+    await store.complete(Completion(first[0].task_id, first[0].attempt, "succeeded"))
+    assert [c.task_id for c in await store.claim("w", limit=4, org_id=org)] == [capped[2]]
+
+
 async def test_cancel_ends_queued_tasks_and_tells_running_ones(store: TaskStore, pg_url: str) -> None:
-    run_id, tasks = await _run(store, n=3)
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    run_id, tasks = await _run(store, n=3, org=org)
     (running,) = await store.claim("w", limit=1, prefer=[tasks[0]])
-    assert await store.cancel_run("default", run_id) == "canceling"
-    assert await store.claim("w", limit=10, prefer=tasks[1:]) == []
+    assert await store.cancel_run(org, run_id) == "canceling"
+    assert await store.claim("w", limit=10, prefer=tasks[1:], org_id=org) == []
     assert (await store.heartbeat(running.task_id, running.attempt))[0] is Fence.CANCELED
     verdict = await store.complete(Completion(running.task_id, running.attempt, "succeeded",
                                               outputs=[Output("chunks", "file:///x", 1, 1)]))
