@@ -536,15 +536,17 @@ class TaskStore:
         """A run whose tasks are all terminal ends: canceled if cancel was asked, failed if a
         task is dead, else succeeded.
 
-        The run rows are locked first (after the task rows, as everywhere): two attempts of one
+        The run rows are locked here (after the task rows, as everywhere): two attempts of one
         run finishing at once are serialized here, so the second sees the first's task state
         (each statement of READ COMMITTED sees what committed before it began) and the run
         cannot stay "running" with every task finished."""
         ids = sorted(set(runs))
         if not ids:
             return
+        # NO KEY UPDATE, not UPDATE: the outputs inserted above hold KEY SHARE locks on their run
+        # (foreign key), which UPDATE would wait on -- two completions of one run would deadlock
         await cur.execute("SELECT run_id FROM state.runs WHERE run_id = ANY(%s::uuid[]) ORDER BY run_id"
-                          " FOR UPDATE", (ids,))
+                          " FOR NO KEY UPDATE", (ids,))
         await cur.execute(
             """
             UPDATE state.runs r SET finished_at = clock_timestamp(),
@@ -611,8 +613,8 @@ class TaskStore:
             await cur.execute("SELECT task_id FROM state.tasks WHERE run_id = %s AND org_id = %s"
                               " AND state IN ('queued', 'leased') ORDER BY task_id FOR UPDATE",
                               (run_id, org_id))
-            await cur.execute("SELECT state FROM state.runs WHERE org_id = %s AND run_id = %s FOR UPDATE",
-                              (org_id, run_id))
+            await cur.execute("SELECT state FROM state.runs WHERE org_id = %s AND run_id = %s"
+                              " FOR NO KEY UPDATE", (org_id, run_id))
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"no run {run_id}")

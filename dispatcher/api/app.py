@@ -20,6 +20,7 @@ import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from psycopg.errors import TransactionRollback
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -106,6 +107,11 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
     @app.exception_handler(RetryableError)
     async def unavailable(_: Request, exc: RetryableError) -> JSONResponse:
         return _problem(503, "unavailable", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(TransactionRollback)
+    async def conflict(_: Request, exc: TransactionRollback) -> JSONResponse:
+        return _problem(503, "unavailable", f"a concurrent transaction conflicted, retry: {exc.sqlstate}",
+                        {"Retry-After": "1"})
 
     @app.exception_handler(psycopg.OperationalError)
     async def db_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:

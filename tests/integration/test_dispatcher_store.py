@@ -31,8 +31,14 @@ async def store(pg_url: str) -> AsyncIterator[TaskStore]:
                         lease=timedelta(seconds=5))
 
 
-async def _run(store: TaskStore, n: int = 1, job: JobPolicy = SPLIT,
-               org: str = "default") -> tuple[uuid.UUID, list[uuid.UUID]]:
+@pytest.fixture
+def org() -> str:
+    """Each test's own org: claims see only its tasks, whatever other tests left in the database."""
+    return f"org-{uuid.uuid4().hex[:8]}"
+
+
+async def _run(store: TaskStore, *, org: str, n: int = 1,
+               job: JobPolicy = SPLIT) -> tuple[uuid.UUID, list[uuid.UUID]]:
     tag = uuid.uuid4().hex
     submitted = await store.submit_run(
         org_id=org, kind="test", dag=f"dag_{tag}", dag_version=1, params={"n": n}, submitted_by="t",
@@ -47,25 +53,30 @@ async def _one(pg_url: str, sql: str, *args: Any) -> Any:
         return None if row is None else (row[0] if len(row) == 1 else row)
 
 
-async def test_a_task_is_leased_once_however_many_wakeups_and_claimers(store: TaskStore, pg_url: str) -> None:
-    _, (task,) = await _run(store)
-    claims = await asyncio.gather(*(store.claim(f"w{i}", limit=5, prefer=[task]) for i in range(8)))
+async def test_a_task_is_leased_once_however_many_wakeups_and_claimers(
+    store: TaskStore, pg_url: str, org: str
+) -> None:
+    _, (task,) = await _run(store, org=org)
+    claims = await asyncio.gather(*(store.claim(f"w{i}", limit=5, prefer=[task], org_id=org)
+                                    for i in range(8)))
     winners = [c for batch in claims for c in batch if c.task_id == task]
     assert len(winners) == 1
     assert winners[0].attempt == 1
     assert await _one(pg_url, "SELECT count(*) FROM state.outbox WHERE payload = %s", str(task).encode()) == 1
 
 
-async def test_stale_attempt_cannot_heartbeat_emit_or_complete(store: TaskStore, pg_url: str) -> None:
-    _, (task,) = await _run(store)
-    (first,) = await store.claim("w1", limit=1, prefer=[task])
+async def test_stale_attempt_cannot_heartbeat_emit_or_complete(
+    store: TaskStore, pg_url: str, org: str
+) -> None:
+    _, (task,) = await _run(store, org=org)
+    (first,) = await store.claim("w1", limit=1, prefer=[task], org_id=org)
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:  # the lease runs out
         await conn.execute("UPDATE state.tasks SET lease_expires_at = now() - interval '1s'"
                            " WHERE task_id = %s", (task,))
     assert (await store.heartbeat(task, first.attempt))[0] is Fence.EXPIRED
     assert await store.reap() >= 1
     await asyncio.sleep(0.05)  # backoff
-    (second,) = await store.claim("w2", limit=1, prefer=[task])
+    (second,) = await store.claim("w2", limit=1, prefer=[task], org_id=org)
     assert second.attempt == first.attempt + 1
     assert (await store.heartbeat(task, first.attempt))[0] is Fence.STALE
     emitted = await store.emit_events(task, first.attempt, [Event("chunks", "0", {"start": 0})])
@@ -78,12 +89,14 @@ async def test_stale_attempt_cannot_heartbeat_emit_or_complete(store: TaskStore,
     assert await _one(pg_url, "SELECT state FROM state.tasks WHERE task_id = %s", task) == "succeeded"
 
 
-async def test_failures_retry_with_backoff_then_dead_letter_with_error(store: TaskStore, pg_url: str) -> None:
-    run_id, (task,) = await _run(store)
+async def test_failures_retry_with_backoff_then_dead_letter_with_error(
+    store: TaskStore, pg_url: str, org: str
+) -> None:
+    run_id, (task,) = await _run(store, org=org)
     for attempt in range(1, 4):
         claimed: list[Any] = []
         for _ in range(100):
-            claimed = await store.claim("w", limit=1, prefer=[task])
+            claimed = await store.claim("w", limit=1, prefer=[task], org_id=org)
             if claimed:
                 break
             await asyncio.sleep(0.01)
@@ -99,11 +112,9 @@ async def test_failures_retry_with_backoff_then_dead_letter_with_error(store: Ta
 
 
 async def test_events_create_one_task_each_idempotently_and_concurrency_is_capped(
-    store: TaskStore, pg_url: str
-) -> None:
-    org = f"org-{uuid.uuid4().hex[:8]}"  # claims below see this test's tasks only
+    store: TaskStore, pg_url: str, org: str) -> None:
     run_id, (task,) = await _run(store, org=org)
-    (split,) = await store.claim("w", limit=1, prefer=[task])
+    (split,) = await store.claim("w", limit=1, prefer=[task], org_id=org)
     events = [Event("chunks", f"{i:08d}", {"start": i * 10, "end": i * 10 + 9}) for i in range(5)]
     first = await store.emit_events(task, split.attempt, events)
     again = await store.emit_events(task, split.attempt, events)
@@ -127,8 +138,7 @@ async def test_events_create_one_task_each_idempotently_and_concurrency_is_cappe
     assert await _one(pg_url, "SELECT state FROM state.runs WHERE run_id = %s", run_id) == "succeeded"
 
 
-async def test_a_job_at_its_concurrency_cap_does_not_starve_other_jobs(store: TaskStore) -> None:
-    org = f"org-{uuid.uuid4().hex[:8]}"
+async def test_a_job_at_its_concurrency_cap_does_not_starve_other_jobs(store: TaskStore, org: str) -> None:
     _, capped = await _run(store, n=6, job=INGEST, org=org)  # older, and capped at 2 running
     first = await store.claim("w", limit=2, org_id=org)
     assert {c.task_id for c in first} == set(capped[:2])
@@ -140,10 +150,28 @@ async def test_a_job_at_its_concurrency_cap_does_not_starve_other_jobs(store: Ta
     assert [c.task_id for c in await store.claim("w", limit=4, org_id=org)] == [capped[2]]
 
 
-async def test_cancel_ends_queued_tasks_and_tells_running_ones(store: TaskStore, pg_url: str) -> None:
-    org = f"org-{uuid.uuid4().hex[:8]}"
+async def test_tasks_of_one_run_completing_at_once_with_outputs_never_deadlock(
+    store: TaskStore, pg_url: str, org: str
+) -> None:
+    job = JobPolicy("write", "noop", writes=("blocks",), retry=FAST)
+    for _ in range(5):
+        run_id, _ = await _run(store, n=6, job=job, org=org)
+        claimed = await store.claim("w", limit=6, org_id=org)
+        assert len(claimed) == 6
+        verdicts = await asyncio.gather(*(
+            store.complete(Completion(c.task_id, c.attempt, "succeeded",
+                                      outputs=[Output("blocks", f"file:///{c.task_id}", 10, 100, 0, 9)]))
+            for c in claimed))
+        assert verdicts == [Fence.OK] * 6
+        assert await _one(pg_url, "SELECT state FROM state.runs WHERE run_id = %s", run_id) == "succeeded"
+        assert await _one(pg_url, "SELECT count(*) FROM state.task_outputs WHERE run_id = %s", run_id) == 6
+
+
+async def test_cancel_ends_queued_tasks_and_tells_running_ones(
+    store: TaskStore, pg_url: str, org: str
+) -> None:
     run_id, tasks = await _run(store, n=3, org=org)
-    (running,) = await store.claim("w", limit=1, prefer=[tasks[0]])
+    (running,) = await store.claim("w", limit=1, prefer=[tasks[0]], org_id=org)
     assert await store.cancel_run(org, run_id) == "canceling"
     assert await store.claim("w", limit=10, prefer=tasks[1:], org_id=org) == []
     assert (await store.heartbeat(running.task_id, running.attempt))[0] is Fence.CANCELED
@@ -154,11 +182,13 @@ async def test_cancel_ends_queued_tasks_and_tells_running_ones(store: TaskStore,
     assert await _one(pg_url, "SELECT state FROM state.runs WHERE run_id = %s", run_id) == "canceled"
 
 
-async def test_release_hands_the_task_back_without_counting_a_failure(store: TaskStore, pg_url: str) -> None:
-    _, (task,) = await _run(store)
-    (c,) = await store.claim("w", limit=1, prefer=[task])
+async def test_release_hands_the_task_back_without_counting_a_failure(
+    store: TaskStore, pg_url: str, org: str
+) -> None:
+    _, (task,) = await _run(store, org=org)
+    (c,) = await store.claim("w", limit=1, prefer=[task], org_id=org)
     assert await store.complete(Completion(task, c.attempt, "released")) is Fence.OK
-    (again,) = await store.claim("w2", limit=1, prefer=[task])
+    (again,) = await store.claim("w2", limit=1, prefer=[task], org_id=org)
     assert again.attempt == c.attempt + 1
     assert await _one(pg_url, "SELECT failures FROM state.tasks WHERE task_id = %s", task) == 0
 
