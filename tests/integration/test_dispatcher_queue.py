@@ -571,9 +571,10 @@ async def test_a_claim_takes_the_woken_tasks_first_then_the_oldest_ready_ones(
 ) -> None:
     job = JobPolicy("noop", "noop")
     store = TaskStore(pool, StaticJobCatalog({"noop": job}), lease=timedelta(seconds=30))
+    org = f"org-{uuid.uuid4().hex[:8]}"  # only this test's tasks are claimable
 
     async def submit(n: int) -> list[uuid.UUID]:
-        run = await store.submit_run(org_id="default", kind="t", dag=f"d{uuid.uuid4().hex}", dag_version=1,
+        run = await store.submit_run(org_id=org, kind="t", dag=f"d{uuid.uuid4().hex}", dag_version=1,
                                      params={}, submitted_by="t",
                                      tasks=[NewTask(job, f"e{i}", {"i": i}) for i in range(n)])
         return run.tasks
@@ -582,10 +583,10 @@ async def test_a_claim_takes_the_woken_tasks_first_then_the_oldest_ready_ones(
         await conn.execute("UPDATE state.tasks SET state = 'canceled' WHERE state = 'queued'")
     older = await submit(30)
     woken = await submit(3)
-    first = await store.claim("w1", limit=5, prefer=[*woken, older[0], uuid.uuid4()])
+    first = await store.claim("w1", limit=5, prefer=[*woken, older[0], uuid.uuid4()], org_id=org)
     assert len(first) == 5
     assert {c.task_id for c in first} == {*woken, older[0], older[1]}
     # woken tasks that are leased already are not claimed again; the rest come in age order
-    second = await store.claim("w2", limit=4, prefer=woken)
+    second = await store.claim("w2", limit=4, prefer=woken, org_id=org)
     assert [c.task_id for c in sorted(second, key=lambda c: older.index(c.task_id))] == older[2:6]
     assert {c.attempt for c in first + second} == {1}
