@@ -135,6 +135,7 @@ class EngineRun:
     seconds: float
     rows: dict[str, int]
     bytes: int
+    cpu_s: float = 0.0  # this process's CPU time (all threads: cryo's Rust workers included)
 
     @property
     def blocks_per_s(self) -> float:
@@ -160,7 +161,7 @@ async def run_engine(
     chunks = split_range(first, last, chunk_size)
     rows = dict.fromkeys(datasets, 0)
     size = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if out_dir is not None:
         for chunk in chunks:
             staged = await ingest_chunk(IngestRequest(
@@ -183,7 +184,8 @@ async def run_engine(
                     rows[dataset] += table.num_rows
                     size += table.nbytes
     seconds = time.perf_counter() - started
-    return EngineRun(engine, "ingest" if out_dir else "extract", last - first + 1, seconds, rows, size)
+    return EngineRun(engine, "ingest" if out_dir else "extract", last - first + 1, seconds, rows, size,
+                     time.process_time() - cpu)
 
 
 async def bare_fetch(url: str, first: int, last: int, batch: int = 50, concurrency: int = 4) -> float:
@@ -226,7 +228,8 @@ async def measure(chain: Chain, args: argparse.Namespace, root: Path) -> dict[st
                                        chunk_size=args.chunk_size, concurrency=args.concurrency)
                 runs.setdefault(f"{engine}_{mode}", []).append(run)
                 print(json.dumps({"round": round_no, "engine": engine, "mode": mode,
-                                  "blocks_per_s": round(run.blocks_per_s, 1)}), flush=True)
+                                  "blocks_per_s": round(run.blocks_per_s, 1),
+                                  "cpu_ms_per_block": round(1000 * run.cpu_s / run.blocks, 3)}), flush=True)
                 if out is not None:
                     shutil.rmtree(out)
     best = {name: max(rs, key=lambda r: r.blocks_per_s) for name, rs in runs.items()}
@@ -241,6 +244,7 @@ async def measure(chain: Chain, args: argparse.Namespace, root: Path) -> dict[st
     }
     for name, run in best.items():
         result[f"{name}_blocks_per_s"] = round(run.blocks_per_s, 1)
+        result[f"{name}_cpu_ms_per_block"] = round(1000 * min(r.cpu_s for r in runs[name]) / run.blocks, 3)
         result[f"{name}_rows"] = run.rows
     for mode in ("extract", "ingest"):
         result[f"{mode}_ratio_rpc_to_cryo"] = round(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,23 @@ def test_confirmed_head_rule() -> None:
     with pytest.raises(NotYetConfirmed, match="confirmed head -5"):
         check_confirmed(Chunk(0, 0), -5)
     assert issubclass(NotYetConfirmed, RetryableError)
+
+
+@given(start=st.integers(0, 10**9), n=st.integers(1, 5000), batch=st.integers(1, 200),
+       concurrency=st.integers(1, 16))
+def test_rpc_batches_cover_the_chunk_in_whole_waves(start: int, n: int, batch: int, concurrency: int) -> None:
+    from operators.cryo_ingest.engines.rpc import even_parts
+
+    parts = even_parts(Chunk(start, start + n - 1), batch, concurrency)
+    assert parts[0].start == start and parts[-1].end == start + n - 1
+    assert all(b.start == a.end + 1 for a, b in itertools.pairwise(parts))
+    sizes = [p.end - p.start + 1 for p in parts]
+    assert max(sizes) <= batch
+    assert set(sizes[:-1]) <= {sizes[0]} and sizes[-1] <= sizes[0]  # even, the last one shorter
+    assert math.ceil(len(parts) / concurrency) == math.ceil(math.ceil(n / batch) / concurrency)
+
+
+def test_a_chunk_of_250_at_50_by_4_is_eight_batches() -> None:
+    from operators.cryo_ingest.engines.rpc import even_parts
+
+    assert [p.end - p.start + 1 for p in even_parts(Chunk(1000, 1249), 50, 4)] == [32] * 7 + [26]

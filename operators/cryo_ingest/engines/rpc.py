@@ -24,7 +24,7 @@ import pyarrow as pa
 from operators.cryo_ingest import transform
 from operators.cryo_ingest.columns import SCHEMAS, Dataset
 from operators.cryo_ingest.ratelimit import RetryingRpc
-from operators.range_splitter import Chunk, split_range
+from operators.range_splitter import Chunk
 from tracekit.errors import BadRpcData, RetryableError
 from tracekit.jsonrpc import Call, hex_to_int
 
@@ -149,6 +149,17 @@ def _tables(chain_id: int, plan: _Plan, part: Chunk, raw: _Raw) -> dict[Dataset,
     return out
 
 
+def even_parts(chunk: Chunk, batch_blocks: int, concurrency: int) -> list[Chunk]:
+    """``chunk`` in batches of at most ``batch_blocks`` blocks, as many as fill whole waves of
+    ``concurrency`` requests: 250 blocks at 50 x 4 are 8 batches of <= 32, not 5 of 50, the
+    last of which would run alone while three slots idle."""
+    n = chunk.end - chunk.start + 1
+    count = -(-n // max(1, batch_blocks))
+    count = min(n, -(-count // concurrency) * concurrency)
+    size = -(-n // count)
+    return [Chunk(a, min(a + size - 1, chunk.end)) for a in range(chunk.start, chunk.end + 1, size)]
+
+
 async def extract(
     rpc: RetryingRpc,
     chain_id: int,
@@ -163,7 +174,7 @@ async def extract(
     The caller has checked that ``chunk`` is below the confirmed head.
     """
     plan = _Plan("blocks" in datasets, "transactions" in datasets, "logs" in datasets)
-    parts = split_range(chunk.start, chunk.end, batch_blocks)
+    parts = even_parts(chunk, batch_blocks, concurrency)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(part: Chunk) -> dict[Dataset, pa.Table]:
