@@ -70,7 +70,7 @@ class IngestRequest:
     operator asks the node and subtracts ``confirmations``. A chunk ending above it is refused
     before anything is read. ``chain`` defaults to :func:`chain_name` of ``chain_id``.
 
-    ``batch_blocks`` blocks go in one JSON-RPC batch and ``concurrency`` batches are in flight
+    At most ``batch_blocks`` blocks go in one JSON-RPC batch and ``concurrency`` batches are in flight
     (``rpc`` engine; for ``cryo`` it is its ``max_concurrent_requests``). Rate-limited requests
     are retried ``rate_limit_retries`` times with exponential backoff from ``backoff_base_s`` up to
     ``backoff_max_s`` seconds (jittered), then :class:`~operators.cryo_ingest.errors.RateLimited`.

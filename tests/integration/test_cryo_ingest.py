@@ -412,9 +412,9 @@ async def test_bad_rpc_data_names_block_and_field(
     out = tmp_path / "out"
     expected = BlockMissing if corruption == "missing" else BadRpcData
     with pytest.raises(expected, match=message.format(n=n, first=n - 9)):
-        # one batch: the first bad row of the chunk is the one reported
+        # one batch (one request slot): the first bad row of the chunk is the one reported
         await ingest_chunk(request(fresh_proxy.url, Chunk(n - 9, n), out, datasets=datasets,
-                                   batch_blocks=1000))
+                                   batch_blocks=1000, concurrency=1))
     assert not out.exists() or not any(out.iterdir())
 
 
