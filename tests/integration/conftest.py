@@ -101,6 +101,21 @@ def anvil(stack_root: Path) -> Iterator[AnvilSpec]:
         _stop(proc)
 
 
+@pytest.fixture(scope="module")
+def on_demand_anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An anvil of the module's own (chain 10143) that mines only on demand: its history is
+    exactly what the module mines. Yields the RPC URL."""
+    spec = AnvilSpec(port=free_port(), chain_id=ANVIL_CHAIN_ID, block_time=0)
+    try:
+        proc = start_anvil(spec, tmp_path_factory.mktemp("anvil") / "anvil.log")
+    except (TraceError, OSError) as exc:
+        _cannot_start("anvil", exc)
+    try:
+        yield spec.rpc_url
+    finally:
+        _stop(proc)
+
+
 @pytest.fixture(scope="session")
 def object_dir(stack_root: Path) -> Path:
     try:

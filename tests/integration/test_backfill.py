@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,13 @@ from tests.integration.dispatcher_stack import (
     running_dispatcher,
 )
 from tracekit.jsonrpc import RpcClient, hex_to_int
-from tracekit.localstack.anvil import AnvilSpec, start_anvil
-from tracekit.localstack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def chain_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    spec = AnvilSpec(port=free_port(), chain_id=CHAIN_ID, block_time=0)  # mines on demand: a fixed history
-    proc = start_anvil(spec, tmp_path_factory.mktemp("backfill") / "anvil.log")
-    try:
-        yield spec.rpc_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def chain_url(on_demand_anvil: str) -> str:
+    return on_demand_anvil  # mines on demand: a fixed history
 
 
 @pytest.fixture(scope="module")

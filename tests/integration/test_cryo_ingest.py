@@ -42,8 +42,6 @@ from operators.cryo_ingest.files import write_tables
 from operators.range_splitter import Chunk, split_range
 from tracekit.errors import BadRpcData, ChainMismatch, RetryableError
 from tracekit.jsonrpc import RpcClient
-from tracekit.localstack.anvil import AnvilSpec, start_anvil
-from tracekit.localstack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -57,14 +55,8 @@ TOO_MANY = b'{"jsonrpc": "2.0", "id": null, "error": {"code": 429, "message": "T
 
 
 @pytest.fixture(scope="module")
-def anvil_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    spec = AnvilSpec(port=free_port(), chain_id=CHAIN_ID, block_time=0)  # mines on demand
-    proc = start_anvil(spec, tmp_path_factory.mktemp("cryo-ingest") / "anvil.log")
-    try:
-        yield spec.rpc_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def anvil_url(on_demand_anvil: str) -> str:
+    return on_demand_anvil
 
 
 @pytest.fixture(scope="module")

@@ -444,21 +444,14 @@ async def test_publisher_holds_delayed_intents_until_their_time(
     assert sorted((bytes(p), ok, held) for p, ok, held in rows) == [(p, True, True) for p in delayed]
 
 
-class _CrashAfterPublish:
-    """Delegates ``publish`` to the real driver, then the publisher "dies": raises, or hangs until
-    its task is canceled, before the outbox rows are marked."""
+class _Wrapped:
+    """A real driver behind a wrapper whose ``publish`` misbehaves (the subclasses)."""
 
-    def __init__(self, inner: QueueDriver, *, hang: bool) -> None:
+    def __init__(self, inner: QueueDriver) -> None:
         self.inner = inner
-        self.hang = hang
-        self.published: list[tuple[str, list[bytes]]] = []
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
         await self.inner.publish(queue, bodies)
-        self.published.append((queue, list(bodies)))
-        if self.hang:
-            await asyncio.Event().wait()
-        raise ConnectionError("publisher killed after the queue accepted the batch")
 
     async def receive(self, queue: str, *, max_messages: int, wait_s: float) -> list[Delivery]:
         return await self.inner.receive(queue, max_messages=max_messages, wait_s=wait_s)
@@ -471,6 +464,23 @@ class _CrashAfterPublish:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class _CrashAfterPublish(_Wrapped):
+    """Delegates ``publish`` to the real driver, then the publisher "dies": raises, or hangs until
+    its task is canceled, before the outbox rows are marked."""
+
+    def __init__(self, inner: QueueDriver, *, hang: bool) -> None:
+        super().__init__(inner)
+        self.hang = hang
+        self.published: list[tuple[str, list[bytes]]] = []
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        await self.inner.publish(queue, bodies)
+        self.published.append((queue, list(bodies)))
+        if self.hang:
+            await asyncio.Event().wait()
+        raise ConnectionError("publisher killed after the queue accepted the batch")
 
 
 async def test_publisher_crash_duplicates_at_the_queue_only_and_loses_no_intent(
@@ -514,11 +524,11 @@ async def test_publisher_crash_duplicates_at_the_queue_only_and_loses_no_intent(
     assert marked == outbox_ids  # each outbox row exactly once, none added
 
 
-class _FailsOnce:
+class _FailsOnce(_Wrapped):
     """A queue that refuses the first batch with a transient error (a broker or database hiccup)."""
 
     def __init__(self, inner: QueueDriver) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = 0
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
@@ -526,18 +536,6 @@ class _FailsOnce:
             self.failures += 1
             raise RetryableError("queue unavailable for a moment")
         await self.inner.publish(queue, bodies)
-
-    async def receive(self, queue: str, *, max_messages: int, wait_s: float) -> list[Delivery]:
-        return await self.inner.receive(queue, max_messages=max_messages, wait_s=wait_s)
-
-    async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        await self.inner.ack(deliveries)
-
-    async def nack(self, delivery: Delivery, error: str) -> None:
-        await self.inner.nack(delivery, error)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def test_publisher_outlives_a_transient_queue_failure(
