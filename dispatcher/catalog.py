@@ -1,10 +1,8 @@
-"""Which jobs a deployed DAG version has, and which of them an event triggers.
+"""Which jobs a deployed DAG version has (what their tasks need: operator, datasets, retry
+policy, concurrency, config, triggers).
 
-A DAG version is immutable once deployed, so its jobs are cached per (org, dag, version).
-``triggered_by`` is the data-trigger rule: a job runs once per event on a dataset it names in a
-``{dataset: ...}`` trigger, at top level or inside an ``any`` composite. (Time, upstream and
-``all`` composite triggers are validated and stored with the DAG; their scheduler is a separate
-component, see docs/dispatcher.md.)
+A DAG version is immutable once deployed, so its jobs are cached per (org, dag, version). Which
+of them a signal starts is :mod:`dispatcher.triggers` (the rules) and :mod:`dispatcher.scheduler`.
 """
 
 from __future__ import annotations
@@ -35,17 +33,6 @@ class JobPolicy:
     triggers: Sequence[Mapping[str, Any]] = ()
 
 
-def data_triggers(triggers: Sequence[Mapping[str, Any]]) -> set[str]:
-    """The datasets whose new data starts a job (pure)."""
-    found: set[str] = set()
-    for trigger in triggers:
-        if isinstance(trigger.get("dataset"), str):
-            found.add(trigger["dataset"])
-        elif isinstance(trigger.get("any"), list | tuple):
-            found |= data_triggers(trigger["any"])
-    return found
-
-
 def policy_from_row(row: Mapping[str, Any]) -> JobPolicy:
     spec = row["spec"] or {}
     outputs = spec.get("outputs") or []
@@ -68,8 +55,6 @@ def policy_from_row(row: Mapping[str, Any]) -> JobPolicy:
 
 class JobCatalog(Protocol):
     async def jobs(self, org_id: str, dag: str, version: int) -> Mapping[str, JobPolicy]: ...
-
-    async def triggered_by(self, org_id: str, dag: str, version: int, dataset_id: str) -> list[JobPolicy]: ...
 
 
 class PgJobCatalog:
@@ -95,10 +80,6 @@ class PgJobCatalog:
             self._cache[key] = {r["job"]: policy_from_row(r) for r in rows}
         return self._cache[key]
 
-    async def triggered_by(self, org_id: str, dag: str, version: int, dataset_id: str) -> list[JobPolicy]:
-        jobs = await self.jobs(org_id, dag, version)
-        return [j for j in jobs.values() if dataset_id in data_triggers(j.triggers)]
-
 
 @dataclass
 class StaticJobCatalog:
@@ -108,6 +89,3 @@ class StaticJobCatalog:
 
     async def jobs(self, org_id: str, dag: str, version: int) -> Mapping[str, JobPolicy]:
         return self.policies
-
-    async def triggered_by(self, org_id: str, dag: str, version: int, dataset_id: str) -> list[JobPolicy]:
-        return [j for j in self.policies.values() if dataset_id in data_triggers(j.triggers)]

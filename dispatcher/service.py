@@ -25,6 +25,7 @@ from dispatcher.api.deps import ApiConfig
 from dispatcher.catalog import PgJobCatalog
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import QueueDriver
+from dispatcher.scheduler import Scheduler
 from dispatcher.store import TaskStore
 from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
 
@@ -46,7 +47,7 @@ async def reap_forever(store: TaskStore, stop: asyncio.Event, every_s: float = 1
 
 async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, port: int,
                            reap_every_s: float = 1.0, stop: asyncio.Event | None = None) -> None:
-    """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper."""
+    """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper, trigger clock."""
     if config.database_url is None:
         raise ValueError("the dispatcher needs a database")
     stop = stop or asyncio.Event()
@@ -62,8 +63,10 @@ async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, 
             await stop.wait()
             server.should_exit = True
 
+        scheduler = Scheduler(pool, store, config.org_id)
         background = [asyncio.create_task(publisher.run(stop), name="outbox-publisher"),
                       asyncio.create_task(reap_forever(store, stop, reap_every_s), name="reaper"),
+                      asyncio.create_task(scheduler.run(stop), name="trigger-scheduler"),
                       asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
         try:
             await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)

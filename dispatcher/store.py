@@ -32,6 +32,8 @@ from dispatcher.lease import (
     backoff,
     fence,
 )
+from dispatcher.scheduler import Firing, TriggerBook
+from dispatcher.triggers import Signal
 from tracekit.errors import TraceError
 
 TASK_QUEUE = "tasks"
@@ -153,6 +155,10 @@ GROUP BY concurrency_key HAVING count(*) >= min(max_concurrency)
 _READY_PASSES = 3  # candidate rounds when some candidates fell to a job's concurrency cap
 
 
+def _first(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
 def _view(row: Mapping[str, Any]) -> LeaseView:
     return LeaseView(TaskState(row["state"]), row["attempt"], row["lease_expires_at"],
                      row["cancel_requested"])
@@ -189,6 +195,7 @@ class TaskStore:
         self.pool = pool
         self.catalog = catalog
         self.lease = lease
+        self.triggers = TriggerBook(catalog)
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -198,31 +205,46 @@ class TaskStore:
         """Create a run and its first tasks (and their wake-ups) atomically. With an
         ``idempotency_key`` already used by this org, returns that run instead."""
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if idempotency_key is not None:
-                await cur.execute("SELECT run_id FROM state.runs WHERE org_id = %s AND idempotency_key = %s",
-                                  (org_id, idempotency_key))
-                found = await cur.fetchone()
-                if found is not None:
-                    return Submitted(found[0], created=False)
-            await cur.execute(
-                "INSERT INTO state.runs"
-                " (org_id, kind, dag, dag_version, params, submitted_by, idempotency_key)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-                " RETURNING run_id",
-                (org_id, kind, dag, dag_version, Jsonb(dict(params)), submitted_by, idempotency_key),
-            )
-            row = await cur.fetchone()
-            if row is None:  # a concurrent submission with the same key won
-                await cur.execute("SELECT run_id FROM state.runs WHERE org_id = %s AND idempotency_key = %s",
-                                  (org_id, idempotency_key))
-                again = await cur.fetchone()
-                if again is None:
-                    raise NotFound(f"run with idempotency key {idempotency_key!r} vanished")
-                return Submitted(again[0], created=False)
-            run_id = row[0]
-            created = await self._create_tasks(cur, org_id, run_id, dag, dag_version, tasks)
-            return Submitted(run_id, created=True, tasks=created)
+            return await self._insert_run(cur, org_id, kind, dag, dag_version, params, submitted_by, tasks,
+                                          idempotency_key)
+
+    async def create_run_in(self, cur: psycopg.AsyncCursor[Any], *, org_id: str, kind: str, dag: str,
+                            dag_version: int, params: Mapping[str, Any], submitted_by: str,
+                            firings: Sequence[Firing], payload: Mapping[str, Any],
+                            idempotency_key: str | None = None) -> Submitted:
+        """A run with one task per firing, in the caller's transaction (triggers, the API)."""
+        tasks = [NewTask(f.job, f.event_id, {**payload, "config": dict(f.job.config)}) for f in firings]
+        return await self._insert_run(cur, org_id, kind, dag, dag_version, params, submitted_by, tasks,
+                                      idempotency_key)
+
+    async def _insert_run(self, cur: psycopg.AsyncCursor[Any], org_id: str, kind: str, dag: str,
+                          dag_version: int, params: Mapping[str, Any], submitted_by: str,
+                          tasks: Sequence[NewTask], idempotency_key: str | None) -> Submitted:
+        if idempotency_key is not None:
+            await cur.execute("SELECT run_id FROM state.runs WHERE org_id = %s AND idempotency_key = %s",
+                              (org_id, idempotency_key))
+            found = await cur.fetchone()
+            if found is not None:
+                return Submitted(_first(found), created=False)
+        await cur.execute(
+            "INSERT INTO state.runs"
+            " (org_id, kind, dag, dag_version, params, submitted_by, idempotency_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+            " RETURNING run_id",
+            (org_id, kind, dag, dag_version, Jsonb(dict(params)), submitted_by, idempotency_key),
+        )
+        row = await cur.fetchone()
+        if row is None:  # a concurrent submission with the same key won
+            await cur.execute("SELECT run_id FROM state.runs WHERE org_id = %s AND idempotency_key = %s",
+                              (org_id, idempotency_key))
+            again = await cur.fetchone()
+            if again is None:
+                raise NotFound(f"run with idempotency key {idempotency_key!r} vanished")
+            return Submitted(_first(again), created=False)
+        run_id = _first(row)
+        created = await self._create_tasks(cur, org_id, run_id, dag, dag_version, tasks)
+        return Submitted(run_id, created=True, tasks=created)
 
     async def _create_tasks(self, cur: psycopg.AsyncCursor[Any], org_id: str, run_id: uuid.UUID, dag: str,
                             dag_version: int, tasks: Sequence[NewTask]) -> list[uuid.UUID]:
@@ -393,11 +415,11 @@ class TaskStore:
             for event_id, event in zip(ids, events, strict=True):
                 if event_id not in fresh:
                     continue
-                for job in await self.catalog.triggered_by(row["org_id"], row["dag"], row["dag_version"],
-                                                           event.dataset_id):
+                for firing in await self.triggers.fire(cur, row["org_id"], row["dag"], row["dag_version"],
+                                                       Signal("dataset", event.dataset_id), event_id):
                     payload = {"event": dict(event.payload), "dataset_id": event.dataset_id,
-                               "partition_key": event.partition_key, "config": dict(job.config)}
-                    new_tasks.append(NewTask(job, event_id, payload))
+                               "partition_key": event.partition_key, "config": dict(firing.job.config)}
+                    new_tasks.append(NewTask(firing.job, firing.event_id, payload))
             created = await self._create_tasks(cur, row["org_id"], row["run_id"], row["dag"],
                                                row["dag_version"], new_tasks)
             return EmitResult(Fence.OK, accepted=len(fresh), tasks_created=len(created))
@@ -497,8 +519,25 @@ class TaskStore:
             for c in completions:
                 if c.logs and (c.task_id, c.attempt) in accepted:
                     await self._logs(cur, c.task_id, c.attempt, c.logs)
+            await self._downstream(cur, [(rows[d[0]], d[2]) for d in done])
             await self._settle_runs(cur, runs)
         return verdicts
+
+    async def _downstream(self, cur: psycopg.AsyncCursor[Any],
+                          finished: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+        """Tasks of the jobs that ``upstream`` triggers start when these tasks finished (in the same
+        run, before it settles). A canceled run starts nothing more."""
+        for row, outcome in finished:
+            if outcome not in ("succeeded", "dead") or row["cancel_requested"]:
+                continue
+            task_id = row["task_id"]
+            firings = await self.triggers.fire(cur, row["org_id"], row["dag"], row["dag_version"],
+                                               Signal("upstream", row["job"], outcome), f"upstream:{task_id}")
+            if firings:
+                upstream = {"task_id": str(task_id), "job": row["job"], "outcome": outcome}
+                await self._create_tasks(cur, row["org_id"], row["run_id"], row["dag"], row["dag_version"], [
+                    NewTask(f.job, f.event_id, {"upstream": upstream, "config": dict(f.job.config)})
+                    for f in firings])
 
     async def _finish(self, cur: psycopg.AsyncCursor[Any],
                       done: Sequence[tuple[uuid.UUID, int, str, str | None, str | None]]) -> None:

@@ -82,6 +82,24 @@ class Submitted(BaseModel):
     status_url: str
 
 
+class ManualRunRequest(_Body):
+    params: JsonObject = Field(default_factory=dict, description="Passed to every task of the run")
+
+
+class EventRequest(_Body):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]*$",
+                      description="The event's name, as DAG triggers name it ({event: <name>})")
+    key: Name | None = Field(None, description="Deduplicates: an event sent again with its key is "
+                                               "ignored. Default: a new key per call")
+    payload: JsonObject = Field(default_factory=dict, description="Passed to the tasks it starts")
+
+
+class EventAccepted(BaseModel):
+    accepted: bool = Field(description="False when this name and key were received before")
+    key: str
+    runs: list[Submitted] = Field(description="The runs this event started now (one per DAG)")
+
+
 class Progress(BaseModel):
     tasks: dict[str, int] = Field(description="Tasks by state")
     chunks_total: int

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from dispatcher.api.deps import D, Public, problem
 from dispatcher.api.models import (
     BackfillRequest,
     CancelView,
+    EventAccepted,
+    EventRequest,
+    ManualRunRequest,
     OutputView,
     Problem,
     RunList,
@@ -20,6 +23,7 @@ from dispatcher.api.models import (
     TaskList,
 )
 from dispatcher.backfill import BackfillRefused, submit_backfill
+from dispatcher.signals import send_event, start_manual_run
 
 router = APIRouter(prefix="/v1", responses={401: {"model": Problem}, 404: {"model": Problem},
                                             422: {"model": Problem}})
@@ -43,6 +47,30 @@ async def post_backfill(body: BackfillRequest, d: D, actor: Public, response: Re
     if not created:
         response.status_code = 200
     return Submitted(run_id=run_id, created=created, status_url=f"/v1/runs/{run_id}")
+
+
+@router.post("/dags/{dag}/runs", status_code=201, response_model=Submitted,
+             summary="Start a run of a deployed DAG (its jobs with a manual trigger)",
+             responses={200: {"model": Submitted,
+                              "description": "The run this Idempotency-Key already made"}})
+async def post_manual_run(dag: Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")], d: D,
+                          actor: Public, response: Response, body: ManualRunRequest | None = None,
+                          idempotency_key: IdempotencyKey = None) -> Submitted:
+    submitted = await start_manual_run(d.store, d.config.org_id, dag, body.params if body else {},
+                                       submitted_by=actor, idempotency_key=idempotency_key)
+    if not submitted.created:
+        response.status_code = 200
+    return Submitted(run_id=submitted.run_id, created=submitted.created,
+                     status_url=f"/v1/runs/{submitted.run_id}")
+
+
+@router.post("/events", status_code=202, response_model=EventAccepted,
+             summary="Send an external event to the DAGs' event triggers")
+async def post_event(body: EventRequest, d: D, actor: Public) -> EventAccepted:
+    accepted, key, runs = await send_event(d.store, d.config.org_id, body.name, body.key, body.payload,
+                                           submitted_by=actor)
+    return EventAccepted(accepted=accepted, key=key, runs=[
+        Submitted(run_id=r.run_id, created=r.created, status_url=f"/v1/runs/{r.run_id}") for r in runs])
 
 
 @router.get("/runs", response_model=RunList, summary="Recent runs, newest first")

@@ -1,0 +1,71 @@
+"""Runs a user starts: a manual run of a deployed DAG, and an external event (webhook, API call)
+that event triggers and composites listen to. Each is one transaction per DAG: the triggers'
+state, the run and its tasks (with their wake-ups) commit together or not at all."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from dispatcher.scheduler import Firing
+from dispatcher.store import NotFound, Submitted, TaskStore
+from dispatcher.triggers import Signal
+from tracekit.errors import ConfigError
+
+
+class NothingToRun(ConfigError):
+    """The DAG has no job with a manual trigger."""
+
+
+async def active_dags(store: TaskStore, org_id: str, dag: str | None = None) -> list[tuple[str, int]]:
+    async with store.pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
+                          " AND (%s::text IS NULL OR dag = %s) ORDER BY dag", (org_id, dag, dag))
+        return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+async def start_manual_run(store: TaskStore, org_id: str, dag: str, params: Mapping[str, Any], *,
+                           submitted_by: str, idempotency_key: str | None = None) -> Submitted:
+    """One task of each job of ``dag``'s active version that has a ``manual`` trigger."""
+    found = await active_dags(store, org_id, dag)
+    if not found:
+        raise NotFound(f"no DAG {dag!r} is deployed (trace dag deploy)")
+    (_, version), = found
+    jobs = await store.triggers.manual_jobs(org_id, dag, version)
+    if not jobs:
+        raise NothingToRun(f"DAG {dag!r} version {version} has no job with a manual trigger")
+    key = idempotency_key or uuid.uuid4().hex
+    async with store.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        return await store.create_run_in(
+            cur, org_id=org_id, kind="manual", dag=dag, dag_version=version, params=dict(params),
+            submitted_by=submitted_by, idempotency_key=f"manual:{dag}:{key}" if idempotency_key else None,
+            firings=[Firing(j, f"manual:{key}", None) for j in jobs], payload={"params": dict(params)},
+        )
+
+
+async def send_event(store: TaskStore, org_id: str, name: str, key: str | None,
+                     payload: Mapping[str, Any], *, submitted_by: str) -> tuple[bool, str, list[Submitted]]:
+    """Deliver an external event to every active DAG of the org: (accepted, key, runs started).
+    An event whose name and key were received before changes nothing."""
+    key = key or uuid.uuid4().hex
+    signal = Signal("event", name)
+    about = {"name": name, "key": key, "payload": dict(payload)}
+    dags = await active_dags(store, org_id)
+    runs = []
+    async with store.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:  # all or nothing
+        await cur.execute("INSERT INTO state.external_events (org_id, name, key, payload, received_from)"
+                          " VALUES (%s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING RETURNING received_at",
+                          (org_id, name, key, orjson.dumps(about["payload"]).decode(), submitted_by))
+        if await cur.fetchone() is None:
+            return False, key, []
+        for dag, version in dags:
+            firings = await store.triggers.fire(cur, org_id, dag, version, signal, f"event:{name}:{key}")
+            if firings:
+                runs.append(await store.create_run_in(
+                    cur, org_id=org_id, kind="event", dag=dag, dag_version=version, params={"event": about},
+                    submitted_by=submitted_by, idempotency_key=f"event:{dag}:{name}:{key}", firings=firings,
+                    payload={"event": about}))
+    return True, key, runs
