@@ -411,18 +411,34 @@ class TaskStore:
                  [e.partition_key for e in events], [orjson.dumps(dict(e.payload)).decode() for e in events]),
             )
             fresh = {r["event_id"] for r in await cur.fetchall()}
-            new_tasks: list[NewTask] = []
-            for event_id, event in zip(ids, events, strict=True):
-                if event_id not in fresh:
-                    continue
-                for firing in await self.triggers.fire(cur, row["org_id"], row["dag"], row["dag_version"],
-                                                       Signal("dataset", event.dataset_id), event_id):
-                    payload = {"event": dict(event.payload), "dataset_id": event.dataset_id,
-                               "partition_key": event.partition_key, "config": dict(firing.job.config)}
-                    new_tasks.append(NewTask(firing.job, firing.event_id, payload))
-            created = await self._create_tasks(cur, row["org_id"], row["run_id"], row["dag"],
-                                               row["dag_version"], new_tasks)
-            return EmitResult(Fence.OK, accepted=len(fresh), tasks_created=len(created))
+            accepted = [(i, e) for i, e in zip(ids, events, strict=True) if i in fresh]
+            # this DAG's jobs join the run; another DAG's jobs reading the dataset get a run of their own
+            mine = await self._data_tasks(cur, row, row["dag"], row["dag_version"], accepted)
+            count = len(await self._create_tasks(cur, row["org_id"], row["run_id"], row["dag"],
+                                                 row["dag_version"], mine))
+            await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
+                              " AND dag <> %s ORDER BY dag", (row["org_id"], row["dag"]))
+            for other in await cur.fetchall() if accepted else []:
+                tasks = await self._data_tasks(cur, row, other["dag"], other["version"], accepted)
+                if tasks:
+                    run = await self._insert_run(
+                        cur, row["org_id"], "data", other["dag"], other["version"],
+                        {"producer": {"dag": row["dag"], "task_id": str(task_id), "events": len(accepted)}},
+                        "dispatcher", tasks, f"data:{other['dag']}:{accepted[0][0]}")
+                    count += len(run.tasks)
+            return EmitResult(Fence.OK, accepted=len(fresh), tasks_created=count)
+
+    async def _data_tasks(self, cur: psycopg.AsyncCursor[Any], producer: Mapping[str, Any], dag: str,
+                          version: int, accepted: Sequence[tuple[str, Event]]) -> list[NewTask]:
+        """The tasks that new data starts in ``dag`` (one per event and triggered job)."""
+        new_tasks: list[NewTask] = []
+        for event_id, event in accepted:
+            for firing in await self.triggers.fire(cur, producer["org_id"], dag, version,
+                                                   Signal("dataset", event.dataset_id), event_id):
+                payload = {"event": dict(event.payload), "dataset_id": event.dataset_id,
+                           "partition_key": event.partition_key, "config": dict(firing.job.config)}
+                new_tasks.append(NewTask(firing.job, firing.event_id, payload))
+        return new_tasks
 
     # -- completion ---------------------------------------------------------------------------
 

@@ -55,6 +55,17 @@ jobs:
     triggers: [{{interval: 1s}}]
 """
 
+READER = """
+dag: reader
+org: {org}
+jobs:
+  - name: read
+    operator: echo
+    activation: reactive
+    triggers: [{{dataset: {org}.a}}]
+    inputs: [{org}.a]
+"""
+
 
 async def echo(ctx: TaskContext) -> Sequence[OutputIn]:
     """Emits one event on the dataset its config names; writes nothing."""
@@ -67,8 +78,9 @@ async def echo(ctx: TaskContext) -> Sequence[OutputIn]:
 @pytest.fixture
 async def stack(pg_url: str, object_dir: Path, anvil: Any) -> AsyncIterator[DispatcherStack]:
     async with running_dispatcher(pg_url, object_dir, anvil.rpc_url) as running:
-        loaded = parse_dag(DAG.format(org=running.config.org_id), "trig.yaml")
-        await asyncio.to_thread(deploy, pg_url, loaded.spec, loaded.source, "test")
+        for name, text in (("trig.yaml", DAG), ("reader.yaml", READER)):
+            loaded = parse_dag(text.format(org=running.config.org_id), name)
+            await asyncio.to_thread(deploy, pg_url, loaded.spec, loaded.source, "test")
         await running.start_worker(operators={"echo": echo}, idle_poll_s=0.5)
         yield running
 
@@ -87,7 +99,7 @@ async def _runs(pg_url: str, org: str, kind: str) -> list[tuple[Any, ...]]:
 
 
 async def test_a_manual_run_starts_upstream_and_data_triggered_jobs_in_the_same_run(
-    stack: DispatcherStack,
+    stack: DispatcherStack, pg_url: str
 ) -> None:
     async with stack.api() as api:
         r = await api.post("/v1/dags/trig/runs", json={"params": {"day": "2026-11-30"}},
@@ -101,6 +113,11 @@ async def test_a_manual_run_starts_upstream_and_data_triggered_jobs_in_the_same_
     assert run["state"] == "succeeded"
     # start (manual) -> its event on {org}.a -> on_data; start finished -> after
     assert await _jobs_of(stack, run_id) == ["after", "on_data", "start"]
+    # the DAG reading {org}.a from another DAG got a run of its own, started by the same event
+    (data_run,) = await _runs(pg_url, stack.config.org_id, "data")
+    assert data_run[2]["producer"]["dag"] == "trig"
+    assert await _jobs_of(stack, str(data_run[0])) == ["read"]
+    assert (await stack.wait_run(str(data_run[0]), timeout=30))["state"] == "succeeded"
 
 
 async def test_an_all_composite_fires_once_both_events_came_and_events_are_deduplicated(
