@@ -14,6 +14,7 @@ import uuid
 from typing import Annotated, Any
 
 import httpx
+import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -261,3 +262,74 @@ def _uuid(text: str) -> None:
         uuid.UUID(text)
     except ValueError as exc:
         raise TraceError(f"{text!r} is not a run id (a UUID)") from exc
+
+
+# -- trace dag run, trace event send ---------------------------------------------------------------
+
+event_app = typer.Typer(help="External events: start the jobs whose triggers wait for them.",
+                        no_args_is_help=True)
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; a value that parses as JSON is taken as JSON (``n=3`` is a number)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise TraceError(f"--param {pair!r}: write name=value")
+        try:
+            out[name] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def tasks_table(api: Api, run: dict[str, Any]) -> Table:
+    tasks = api.call("GET", f"/v1/runs/{run['run_id']}/tasks")["tasks"]
+    table = Table(title=f"run {run['run_id']} ({run['kind']}, {run['dag']}): {run['state']}",
+                  header_style="bold")
+    for col in ("job", "task", "state", "attempt", "error"):
+        table.add_column(col, overflow="fold")
+    for t in sorted(tasks, key=lambda t: (t["job"], str(t["task_id"]))):
+        table.add_row(t["job"], str(t["task_id"]), t["state"], str(t["attempt"]), t.get("last_error") or "")
+    return table
+
+
+def run_dag(dag: str, params: list[str], key: str | None, wait: bool) -> None:
+    """What ``trace dag run`` does: start a manual run of ``dag`` through the dispatcher."""
+    api = Api(_settings())
+    headers = {"Idempotency-Key": key} if key else {}
+    submitted = api.call("POST", f"/v1/dags/{dag}/runs", json={"params": _params(params)}, headers=headers)
+    console = _console()
+    console.print(f"run {submitted['run_id']} {'started' if submitted['created'] else '(existing)'}")
+    if not wait:
+        return
+    run = api.call("GET", f"/v1/runs/{submitted['run_id']}")
+    while run["state"] not in FINISHED:
+        time.sleep(0.5)
+        run = api.call("GET", f"/v1/runs/{submitted['run_id']}")
+    console.print(tasks_table(api, run))
+    if run["state"] != "succeeded":
+        raise TraceError(f"run {run['run_id']} ended {run['state']}")
+
+
+@event_app.command("send")
+def event_send(
+    name: Annotated[str, typer.Argument(help="The event's name, as triggers name it ({event: NAME})")],
+    key: Annotated[str | None, typer.Option(help="Deduplicates: sent again with this key, it is ignored")]
+        = None,
+    payload: Annotated[str, typer.Option(help="A JSON object passed to the tasks it starts")] = "{}",
+) -> None:
+    """Send an external event; prints the runs it started."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise TraceError(f"--payload is not JSON: {exc}") from exc
+    answer = Api(_settings()).call("POST", "/v1/events", json={"name": name, "key": key, "payload": body})
+    console = _console()
+    if not answer["accepted"]:
+        console.print(f"event {name} key {answer['key']}: received before, nothing done")
+        return
+    console.print(f"event {name} key {answer['key']}: {len(answer['runs'])} run(s) started")
+    for run in answer["runs"]:
+        console.print(f"  run {run['run_id']}")

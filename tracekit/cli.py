@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from dispatcher.cli import backfill_app, dispatcher_app, worker_app
+from dispatcher.cli import backfill_app, dispatcher_app, event_app, worker_app
 from dispatcher.dag.cli import app as dag_app
 from operators.devchain.cli import app as devchain_app
 from tracekit.alerts_cli import app as alerts_app
@@ -131,6 +131,7 @@ app.add_typer(dispatcher_app, name="dispatcher")
 app.add_typer(dispatcher_app, name="api", help="Alias of `trace dispatcher` (the API is the dispatcher's).")
 app.add_typer(worker_app, name="worker")
 app.add_typer(backfill_app, name="backfill")
+app.add_typer(event_app, name="event")
 
 
 @app.command()

@@ -28,6 +28,23 @@ app = typer.Typer(help="DAGs as code: validate, diff and deploy DAG files; versi
 OrgOption = Annotated[str, typer.Option("--org", help="The org the DAG belongs to")]
 
 
+@app.command("run")
+def run(
+    dag: Annotated[str, typer.Argument(help="A deployed DAG")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value, passed to the tasks")]
+        = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key: run again with it, get the same run")]
+        = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the run, then list its tasks")]
+        = True,
+) -> None:
+    """Start a run of a deployed DAG: one task of each job with a manual trigger (the dispatcher
+    must be running; TRACE_DISPATCHER_URL)."""
+    from dispatcher.cli import run_dag
+
+    run_dag(dag, param or [], key, wait)
+
+
 def _database_url() -> str:
     from tracekit.cli import settings
 

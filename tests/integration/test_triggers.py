@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +25,7 @@ from dispatcher.dag.store import deploy
 from dispatcher.scheduler import Scheduler
 from dispatcher.store import TaskStore
 from dispatcher.worker import TaskContext
-from tests.integration.dispatcher_stack import DispatcherStack, running_dispatcher
+from tests.integration.dispatcher_stack import API_TOKEN, DispatcherStack, running_dispatcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -195,3 +198,33 @@ async def test_cron_and_any_timeout_fire_at_their_times_once_whoever_ticks(pg_ur
             cur = await conn.execute("SELECT count(*) FROM state.tasks WHERE org_id = %s AND job = 'report'",
                                      (org,))
             assert (await cur.fetchone()) == (3,)
+
+
+async def test_the_cli_starts_a_run_and_sends_events(stack: DispatcherStack, tmp_path: Path) -> None:
+    env = {**os.environ, "TRACE_DISPATCHER_URL": stack.base_url, "TRACE_API_TOKEN": API_TOKEN,
+           "TRACE_WORKER_TOKEN": "unused", "TRACE_DISPATCHER_SECRET": "unused",
+           "TRACE_DATABASE_URL": stack.pg_url, "TRACE_HOME": str(tmp_path / "home")}
+
+    def trace(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracekit.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    ran = await asyncio.to_thread(trace, "dag", "run", "trig", "--param", "day=2026-11-30", "-p", "n=3")
+    assert ran.returncode == 0, ran.stderr
+    assert "succeeded" in ran.stdout and "after" in ran.stdout and "on_data" in ran.stdout
+    run_id = ran.stdout.split()[1]
+    async with stack.api() as api:
+        tasks = (await api.get(f"/v1/runs/{run_id}/tasks")).json()["tasks"]
+        start = next(t["task_id"] for t in tasks if t["job"] == "start")
+        detail = (await api.get(f"/v1/tasks/{start}")).json()
+    assert detail["payload"]["params"] == {"day": "2026-11-30", "n": 3}
+    sent = await asyncio.to_thread(trace, "event", "send", "x.one", "--key", "cli")
+    assert sent.returncode == 0 and "0 run(s) started" in sent.stdout, sent.stderr
+    sent = await asyncio.to_thread(trace, "event", "send", "x.two", "--key", "cli", "--payload", '{"a": 1}')
+    assert sent.returncode == 0 and "1 run(s) started" in sent.stdout, sent.stderr
+    again = await asyncio.to_thread(trace, "event", "send", "x.two", "--key", "cli")
+    assert "received before, nothing done" in again.stdout
+    bad = await asyncio.to_thread(trace, "event", "send", "x.two", "--payload", "{not json")
+    assert bad.returncode != 0 and "--payload is not JSON" in bad.stderr
+    missing = await asyncio.to_thread(trace, "dag", "run", "no_such_dag")
+    assert missing.returncode != 0 and "no DAG 'no_such_dag' is deployed" in missing.stderr
