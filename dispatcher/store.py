@@ -416,9 +416,12 @@ class TaskStore:
             mine = await self._data_tasks(cur, row, row["dag"], row["dag_version"], accepted)
             count = len(await self._create_tasks(cur, row["org_id"], row["run_id"], row["dag"],
                                                  row["dag_version"], mine))
-            await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
-                              " AND dag <> %s ORDER BY dag", (row["org_id"], row["dag"]))
-            for other in await cur.fetchall() if accepted else []:
+            others: list[dict[str, Any]] = []
+            if accepted:
+                await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
+                                  " AND dag <> %s ORDER BY dag", (row["org_id"], row["dag"]))
+                others = await cur.fetchall()
+            for other in others:
                 tasks = await self._data_tasks(cur, row, other["dag"], other["version"], accepted)
                 if tasks:
                     run = await self._insert_run(
