@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -32,6 +32,9 @@ from pydantic import TypeAdapter
 from dispatcher.catalog import JobCatalog, JobPolicy
 from dispatcher.dag.spec import AnyTriggerModel, ManualTrigger, Trigger
 from dispatcher.triggers import TICK, Signal, due, fires_directly, initial, listens, stateful, step
+
+if TYPE_CHECKING:
+    from dispatcher.store import TaskStore
 
 log = logging.getLogger(__name__)
 _TRIGGER: TypeAdapter[Any] = TypeAdapter(Trigger)
@@ -66,16 +69,16 @@ class TriggerBook:
         return self._parsed[key]
 
     async def fire(self, cur: psycopg.AsyncCursor[Any], org_id: str, dag: str, version: int, signal: Signal,
-                   key: str, *, direct: bool = True, now: dt.datetime | None = None) -> list[Firing]:
-        """The jobs ``signal`` starts: stateless triggers (when ``direct``; their task's event id is
-        ``key``) and stateful ones, whose rows are locked, stepped and written back here."""
+                   key: str, *, now: dt.datetime | None = None) -> list[Firing]:
+        """The jobs ``signal`` starts: stateless triggers (their task's event id is ``key``) and
+        stateful ones, whose rows are locked, stepped and written back here."""
         parsed = await self.triggers(org_id, dag, version)
         jobs = await self.catalog.jobs(org_id, dag, version)
         firings: list[Firing] = []
         listening: list[tuple[str, int, AnyTriggerModel]] = []
         for name, triggers in parsed.items():
             for index, trigger in enumerate(triggers):
-                if direct and fires_directly(trigger, signal):
+                if fires_directly(trigger, signal):
                     firings.append(Firing(jobs[name], key, None))
                 elif stateful(trigger) and listens(trigger, signal):
                     listening.append((name, index, trigger))
@@ -163,10 +166,10 @@ async def _save(cur: psycopg.AsyncCursor[Any], org_id: str, dag: str, version: i
 class Scheduler:
     """The clock of one org's stateful triggers: :meth:`tick` every ``every_s`` seconds."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], store: Any, org_id: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], store: TaskStore, org_id: str) -> None:
         self.pool = pool
-        self.store = store  # dispatcher.store.TaskStore (it creates the runs)
-        self.book: TriggerBook = store.triggers
+        self.store = store  # it creates the runs
+        self.book = store.triggers
         self.org_id = org_id
         self._active: frozenset[tuple[str, int]] = frozenset()
 
