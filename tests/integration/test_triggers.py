@@ -156,6 +156,13 @@ async def test_bad_trigger_requests_get_4xx_saying_why(stack: DispatcherStack) -
     async with stack.api() as api:
         missing = await api.post("/v1/dags/nope/runs")
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+        no_manual = await api.post("/v1/dags/reader/runs")
+        assert no_manual.status_code == 422
+        assert "has no job with a manual trigger" in no_manual.json()["detail"]
+        bad_dag = await api.post("/v1/dags/Not-A-Dag/runs")
+        assert bad_dag.status_code == 422
+        bad_params = await api.post("/v1/dags/trig/runs", json={"params": [1, 2]})
+        assert bad_params.status_code == 422
         bad_name = await api.post("/v1/events", json={"name": "has space"})
         assert bad_name.status_code == 422 and bad_name.json()["error"] == "invalid_request"
         extra = await api.post("/v1/events", json={"name": "x.one", "when": "now"})
