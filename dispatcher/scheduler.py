@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dispatcher.store import TaskStore
 
 log = logging.getLogger(__name__)
+RETRY_BROKEN = dt.timedelta(minutes=1)  # a trigger whose step failed is tried again after this
 _TRIGGER: TypeAdapter[Any] = TypeAdapter(Trigger)
 
 
@@ -209,22 +210,40 @@ class Scheduler:
                 )
                 rows = await cur.fetchall()
                 for row in rows:
-                    dag, version, job, index = row["dag"], row["version"], row["job"], row["trigger_index"]
-                    trigger = (await self.book.triggers(self.org_id, dag, version))[job][index]
-                    went_off, state = step(trigger, row["state"], TICK, when)
-                    count = row["fired"] + (1 if went_off else 0)
-                    await _save(cur, self.org_id, dag, version, job, index, state, count, due(trigger, state))
-                    if went_off:
-                        policy = (await self.book.catalog.jobs(self.org_id, dag, version))[job]
-                        firing = f"v{version}:t{index}:{count}"
-                        about = {"job": job, "trigger": index, "firing": count, "at": when.isoformat()}
-                        await self.store.create_run_in(
-                            cur, org_id=self.org_id, kind="schedule", dag=dag, dag_version=version,
-                            params=about, submitted_by="scheduler", idempotency_key=f"{dag}:{job}:{firing}",
-                            firings=[Firing(policy, firing, index)], payload={"trigger": about},
-                        )
-                        fired += 1
+                    try:
+                        async with conn.transaction():  # a savepoint: a broken trigger stops no other
+                            fired += await self._tick_row(cur, row, when)
+                    except psycopg.OperationalError:
+                        raise
+                    except Exception:
+                        log.exception("scheduler: trigger %s of %s.%s (v%s) failed; retried in %s",
+                                      row["trigger_index"], row["dag"], row["job"], row["version"],
+                                      RETRY_BROKEN)
+                        await cur.execute(
+                            "UPDATE state.trigger_state SET due_at = %s WHERE org_id = %s AND dag = %s"
+                            " AND version = %s AND job = %s AND trigger_index = %s",
+                            (when + RETRY_BROKEN, self.org_id, row["dag"], row["version"], row["job"],
+                             row["trigger_index"]))
         return fired
+
+    async def _tick_row(self, cur: psycopg.AsyncCursor[Any], row: Mapping[str, Any],
+                        when: dt.datetime) -> int:
+        dag, version, job, index = row["dag"], row["version"], row["job"], row["trigger_index"]
+        trigger = (await self.book.triggers(self.org_id, dag, version))[job][index]
+        went_off, state = step(trigger, row["state"], TICK, when)
+        count = row["fired"] + (1 if went_off else 0)
+        await _save(cur, self.org_id, dag, version, job, index, state, count, due(trigger, state))
+        if not went_off:
+            return 0
+        policy = (await self.book.catalog.jobs(self.org_id, dag, version))[job]
+        firing = f"v{version}:t{index}:{count}"
+        about = {"job": job, "trigger": index, "firing": count, "at": when.isoformat()}
+        await self.store.create_run_in(
+            cur, org_id=self.org_id, kind="schedule", dag=dag, dag_version=version, params=about,
+            submitted_by="scheduler", idempotency_key=f"{dag}:{job}:{firing}",
+            firings=[Firing(policy, firing, index)], payload={"trigger": about},
+        )
+        return 1
 
     async def run(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
         while not stop.is_set():

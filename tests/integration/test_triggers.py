@@ -235,3 +235,23 @@ async def test_the_cli_starts_a_run_and_sends_events(stack: DispatcherStack, tmp
     assert bad.returncode != 0 and "--payload is not JSON" in bad.stderr
     missing = await asyncio.to_thread(trace, "dag", "run", "no_such_dag")
     assert missing.returncode != 0 and "no DAG 'no_such_dag' is deployed" in missing.stderr
+
+
+async def test_a_broken_trigger_state_stops_no_other_trigger(pg_url: str) -> None:
+    org = f"c{uuid.uuid4().hex[:10]}"
+    loaded = parse_dag(CRON_DAG.format(org=org), "nightly.yaml")
+    await asyncio.to_thread(deploy, pg_url, loaded.spec, loaded.source, "test")
+    async with AsyncConnectionPool(pg_url, min_size=1, max_size=4, open=False) as pool:
+        scheduler = Scheduler(pool, TaskStore(pool, PgJobCatalog(pool)), org)
+        t0 = dt.datetime(2030, 1, 1, 0, 1, 30, tzinfo=dt.UTC)
+        await scheduler.sync(t0)
+        async with pool.connection() as conn:  # the any's state loses its keys (a bad hand edit)
+            await conn.execute("UPDATE state.trigger_state SET state = '{}', due_at = %s"
+                               " WHERE org_id = %s AND trigger_index = 1", (t0, org))
+        later = t0 + dt.timedelta(hours=1, minutes=4)
+        assert await scheduler.tick(later) == 1  # the cron fired; the broken one is set aside
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT due_at FROM state.trigger_state WHERE org_id = %s"
+                                     " AND trigger_index = 1", (org,))
+            assert (await cur.fetchone()) == (later + dt.timedelta(minutes=1),)
+        assert [(r[2]["trigger"], r[2]["firing"]) for r in await _runs(pg_url, org, "schedule")] == [(0, 1)]
