@@ -98,7 +98,12 @@ class TriggerBook:
             row = rows.get((name, index))
             if row is None:
                 continue
-            fired, state = step(trigger, row["state"], signal, now)
+            try:
+                fired, state = step(trigger, row["state"], signal, now)
+            except (KeyError, TypeError, ValueError):  # a state this code did not write: start over
+                log.exception("trigger %s of %s.%s (v%s): unreadable state %r, reset", index, dag, name,
+                              version, row["state"])
+                fired, state = False, initial(trigger, now)
             count = row["fired"] + (1 if fired else 0)
             await _save(cur, org_id, dag, version, name, index, state, count, due(trigger, state))
             if fired:

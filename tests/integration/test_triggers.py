@@ -255,3 +255,18 @@ async def test_a_broken_trigger_state_stops_no_other_trigger(pg_url: str) -> Non
                                      " AND trigger_index = 1", (org,))
             assert (await cur.fetchone()) == (later + dt.timedelta(minutes=1),)
         assert [(r[2]["trigger"], r[2]["firing"]) for r in await _runs(pg_url, org, "schedule")] == [(0, 1)]
+
+
+async def test_an_unreadable_composite_state_is_reset_and_the_task_still_completes(
+    stack: DispatcherStack, pg_url: str
+) -> None:
+    async with stack.api() as api:
+        assert (await api.post("/v1/events", json={"name": "x.one", "key": "a"})).json()["runs"] == []
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("UPDATE state.trigger_state SET state = %s::jsonb"
+                               " WHERE org_id = %s AND job = 'both'", ('{"got": 7}', stack.config.org_id))
+        # the broken window is dropped: x.two alone does not fire, then both again do
+        assert (await api.post("/v1/events", json={"name": "x.two", "key": "a"})).json()["runs"] == []
+        assert (await api.post("/v1/events", json={"name": "x.one", "key": "b"})).json()["runs"] == []
+        (run,) = (await api.post("/v1/events", json={"name": "x.two", "key": "b"})).json()["runs"]
+    assert (await stack.wait_run(run["run_id"], timeout=30))["state"] == "succeeded"
