@@ -54,6 +54,14 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+async def active_versions(cur: psycopg.AsyncCursor[Any], org_id: str) -> dict[str, int]:
+    """The org's DAGs and their active version (in the caller's transaction), by name."""
+    async with cur.connection.cursor() as c:
+        await c.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
+                        " ORDER BY dag", (org_id,))
+        return {r[0]: r[1] for r in await c.fetchall()}
+
+
 class TriggerBook:
     """The parsed triggers of each DAG version, and the stepping of their state rows."""
 
@@ -182,9 +190,7 @@ class Scheduler:
     async def sync(self, now: dt.datetime | None = None) -> None:
         """State rows for the stateful triggers of newly active versions; none for the others."""
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active",
-                              (self.org_id,))
-            active = frozenset((r[0], r[1]) for r in await cur.fetchall())
+            active = frozenset((await active_versions(cur, self.org_id)).items())
             if active == self._active:
                 return
             await cur.execute(

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from dispatcher.scheduler import Firing
+from dispatcher.scheduler import Firing, active_versions
 from dispatcher.store import NotFound, Submitted, TaskStore
 from dispatcher.triggers import Signal
 from tracekit.errors import ConfigError
@@ -20,20 +20,13 @@ class NothingToRun(ConfigError):
     """The DAG has no job with a manual trigger."""
 
 
-async def active_dags(store: TaskStore, org_id: str, dag: str | None = None) -> list[tuple[str, int]]:
-    async with store.pool.connection() as conn, conn.cursor() as cur:
-        await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
-                          " AND (%s::text IS NULL OR dag = %s) ORDER BY dag", (org_id, dag, dag))
-        return [(r[0], r[1]) for r in await cur.fetchall()]
-
-
 async def start_manual_run(store: TaskStore, org_id: str, dag: str, params: Mapping[str, Any], *,
                            submitted_by: str, idempotency_key: str | None = None) -> Submitted:
     """One task of each job of ``dag``'s active version that has a ``manual`` trigger."""
-    found = await active_dags(store, org_id, dag)
-    if not found:
+    async with store.pool.connection() as conn, conn.cursor() as cur:
+        version = (await active_versions(cur, org_id)).get(dag)
+    if version is None:
         raise NotFound(f"no DAG {dag!r} is deployed (trace dag deploy)")
-    (_, version), = found
     jobs = await store.triggers.manual_jobs(org_id, dag, version)
     if not jobs:
         raise NothingToRun(f"DAG {dag!r} version {version} has no job with a manual trigger")
@@ -53,7 +46,6 @@ async def send_event(store: TaskStore, org_id: str, name: str, key: str | None,
     key = key or uuid.uuid4().hex
     signal = Signal("event", name)
     about = {"name": name, "key": key, "payload": dict(payload)}
-    dags = await active_dags(store, org_id)
     runs = []
     async with store.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:  # all or nothing
         await cur.execute("INSERT INTO state.external_events (org_id, name, key, payload, received_from)"
@@ -61,7 +53,7 @@ async def send_event(store: TaskStore, org_id: str, name: str, key: str | None,
                           (org_id, name, key, orjson.dumps(about["payload"]).decode(), submitted_by))
         if await cur.fetchone() is None:
             return False, key, []
-        for dag, version in dags:
+        for dag, version in (await active_versions(cur, org_id)).items():
             firings = await store.triggers.fire(cur, org_id, dag, version, signal, f"event:{name}:{key}")
             if firings:
                 runs.append(await store.create_run_in(

@@ -32,7 +32,7 @@ from dispatcher.lease import (
     backoff,
     fence,
 )
-from dispatcher.scheduler import Firing, TriggerBook
+from dispatcher.scheduler import Firing, TriggerBook, active_versions
 from dispatcher.triggers import Signal
 from tracekit.errors import TraceError
 
@@ -285,7 +285,7 @@ class TaskStore:
             """,
             (org_id, run_id, dag, dag_version, *cols.values()),
         )
-        created = [next(iter(r.values())) if isinstance(r, dict) else r[0] for r in await cur.fetchall()]
+        created = [_first(r) for r in await cur.fetchall()]
         await _enqueue(cur, _wakeups(created))
         return created
 
@@ -416,18 +416,14 @@ class TaskStore:
             mine = await self._data_tasks(cur, row, row["dag"], row["dag_version"], accepted)
             count = len(await self._create_tasks(cur, row["org_id"], row["run_id"], row["dag"],
                                                  row["dag_version"], mine))
-            others: list[dict[str, Any]] = []
-            if accepted:
-                await cur.execute("SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active"
-                                  " AND dag <> %s ORDER BY dag", (row["org_id"], row["dag"]))
-                others = await cur.fetchall()
-            for other in others:
-                tasks = await self._data_tasks(cur, row, other["dag"], other["version"], accepted)
+            others = await active_versions(cur, row["org_id"]) if accepted else {}
+            for dag, version in others.items():
+                tasks = await self._data_tasks(cur, row, dag, version, accepted) if dag != row["dag"] else []
                 if tasks:
                     run = await self._insert_run(
-                        cur, row["org_id"], "data", other["dag"], other["version"],
+                        cur, row["org_id"], "data", dag, version,
                         {"producer": {"dag": row["dag"], "task_id": str(task_id), "events": len(accepted)}},
-                        "dispatcher", tasks, f"data:{other['dag']}:{accepted[0][0]}")
+                        "dispatcher", tasks, f"data:{dag}:{accepted[0][0]}")
                     count += len(run.tasks)
             return EmitResult(Fence.OK, accepted=len(fresh), tasks_created=count)
 

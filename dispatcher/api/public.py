@@ -46,6 +46,10 @@ async def post_backfill(body: BackfillRequest, d: D, actor: Public, response: Re
         raise problem(422, "backfill_refused", str(exc)) from exc
     if not created:
         response.status_code = 200
+    return _submitted(run_id, created)
+
+
+def _submitted(run_id: uuid.UUID, created: bool) -> Submitted:
     return Submitted(run_id=run_id, created=created, status_url=f"/v1/runs/{run_id}")
 
 
@@ -60,8 +64,7 @@ async def post_manual_run(dag: Annotated[str, Path(max_length=63, pattern=r"^[a-
                                        submitted_by=actor, idempotency_key=idempotency_key)
     if not submitted.created:
         response.status_code = 200
-    return Submitted(run_id=submitted.run_id, created=submitted.created,
-                     status_url=f"/v1/runs/{submitted.run_id}")
+    return _submitted(submitted.run_id, submitted.created)
 
 
 @router.post("/events", status_code=202, response_model=EventAccepted,
@@ -69,8 +72,7 @@ async def post_manual_run(dag: Annotated[str, Path(max_length=63, pattern=r"^[a-
 async def post_event(body: EventRequest, d: D, actor: Public) -> EventAccepted:
     accepted, key, runs = await send_event(d.store, d.config.org_id, body.name, body.key, body.payload,
                                            submitted_by=actor)
-    return EventAccepted(accepted=accepted, key=key, runs=[
-        Submitted(run_id=r.run_id, created=r.created, status_url=f"/v1/runs/{r.run_id}") for r in runs])
+    return EventAccepted(accepted=accepted, key=key, runs=[_submitted(r.run_id, r.created) for r in runs])
 
 
 @router.get("/runs", response_model=RunList, summary="Recent runs, newest first")
