@@ -87,12 +87,11 @@ def kafka_bootstrap(stack_root: Path) -> Iterator[str]:
         _stop(proc)
 
 
-@pytest.fixture(scope="session")
-def anvil(stack_root: Path) -> Iterator[AnvilSpec]:
-    """The session's chain: ``.rpc_url``, ``.ws_url``, ``.chain_id`` (10143), 0.4 s blocks."""
-    spec = AnvilSpec(port=free_port(), chain_id=ANVIL_CHAIN_ID, block_time=0.4)
+@contextlib.contextmanager
+def _running_anvil(block_time: float, log: Path) -> Iterator[AnvilSpec]:
+    spec = AnvilSpec(port=free_port(), chain_id=ANVIL_CHAIN_ID, block_time=block_time)
     try:
-        proc = start_anvil(spec, stack_root / "logs" / "anvil.log")
+        proc = start_anvil(spec, log)
     except (TraceError, OSError) as exc:
         _cannot_start("anvil", exc)
     try:
@@ -101,19 +100,19 @@ def anvil(stack_root: Path) -> Iterator[AnvilSpec]:
         _stop(proc)
 
 
+@pytest.fixture(scope="session")
+def anvil(stack_root: Path) -> Iterator[AnvilSpec]:
+    """The session's chain: ``.rpc_url``, ``.ws_url``, ``.chain_id`` (10143), 0.4 s blocks."""
+    with _running_anvil(0.4, stack_root / "logs" / "anvil.log") as spec:
+        yield spec
+
+
 @pytest.fixture(scope="module")
 def on_demand_anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An anvil of the module's own (chain 10143) that mines only on demand: its history is
     exactly what the module mines. Yields the RPC URL."""
-    spec = AnvilSpec(port=free_port(), chain_id=ANVIL_CHAIN_ID, block_time=0)
-    try:
-        proc = start_anvil(spec, tmp_path_factory.mktemp("anvil") / "anvil.log")
-    except (TraceError, OSError) as exc:
-        _cannot_start("anvil", exc)
-    try:
+    with _running_anvil(0, tmp_path_factory.mktemp("anvil") / "anvil.log") as spec:
         yield spec.rpc_url
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="session")
