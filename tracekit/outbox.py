@@ -5,7 +5,7 @@ unpublished rows in id order through a ``publish`` callable (a Kafka topic today
 dispatcher's ``QueueDriver`` plugs in the same way) and marks them published only after the
 sends were confirmed. A crash between the two re-sends those rows: consumers dedupe by the
 idempotency key every payload carries. ``NOTIFY trace_outbox`` wakes the publisher at once;
-a periodic sweep covers a missed notification.
+a periodic sweep covers a missed notification. The SQL is in ``tracekit/db/outbox.sql``.
 
 Several publishers share the table, each owning the destinations that start with its
 ``prefix`` (``queue:`` rows go to the dispatcher's ``QueueDriver``, the rest to Kafka). A row with
@@ -24,9 +24,12 @@ from typing import Any
 import orjson
 import psycopg
 
+from tracekit.db.queries import load_queries
+
 log = logging.getLogger("trace.outbox")
 
-CHANNEL = "trace_outbox"
+CHANNEL = "trace_outbox"  # the NOTIFY / LISTEN channel of outbox.sql
+_SQL = load_queries("tracekit.db", "outbox.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,28 +56,29 @@ async def enqueue(
     """Add a side effect to the caller's open transaction (it happens iff that commits).
 
     ``delay_s`` holds it back that long after the commit (a retry's backoff)."""
-    await cur.execute(
-        "INSERT INTO state.outbox (destination, key, payload, headers, available_at)"
-        " VALUES (%s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))",
-        (destination, key, payload, orjson.dumps(dict(headers or {})).decode(), delay_s),
-    )
-    await cur.execute(f"NOTIFY {CHANNEL}")
+    await enqueue_many(cur, [(destination, key, payload, headers or {})], delays=[delay_s])
 
 
 async def enqueue_many(
     cur: psycopg.AsyncCursor[Any],
     rows: Sequence[tuple[str, bytes | None, bytes, Mapping[str, str]]],
+    *,
+    delays: Sequence[float] | None = None,
 ) -> None:
-    """Add many ``(destination, key, payload, headers)`` side effects in one statement."""
+    """Add many ``(destination, key, payload, headers)`` side effects in one statement.
+
+    ``delays`` (one per row, seconds) holds each back that long after the commit; none by default."""
     if not rows:
         return
+    if delays is not None and len(delays) != len(rows):
+        raise ValueError(f"{len(delays)} delays for {len(rows)} outbox rows")
     await cur.execute(
-        "INSERT INTO state.outbox (destination, key, payload, headers)"
-        " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::jsonb[])",
+        _SQL.sql("insert"),
         ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-         [orjson.dumps(dict(r[3])).decode() for r in rows]),
+         [orjson.dumps(dict(r[3])).decode() for r in rows],
+         list(delays) if delays is not None else [0.0] * len(rows)),
     )
-    await cur.execute(f"NOTIFY {CHANNEL}")
+    await cur.execute(_SQL.sql("notify"))
 
 
 class OutboxPublisher:
@@ -107,11 +111,7 @@ class OutboxPublisher:
         """Publish one batch of unpublished rows; returns how many."""
         async with conn.transaction(), conn.cursor() as cur:
             await cur.execute(
-                "SELECT id, destination, key, payload, headers FROM state.outbox"
-                " WHERE published_at IS NULL AND available_at <= clock_timestamp()"
-                " AND starts_with(destination, %s)"
-                " AND (%s::text IS NULL OR NOT starts_with(destination, %s::text))"
-                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                _SQL.sql("take_unpublished"),
                 (self.prefix, self.exclude_prefix, self.exclude_prefix, self.batch),
             )
             rows = [
@@ -122,7 +122,7 @@ class OutboxPublisher:
                 return 0
             await self.publish(rows)
             await cur.execute(
-                "UPDATE state.outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)",
+                _SQL.sql("mark_published"),
                 ([r.id for r in rows],),
             )
         return len(rows)
@@ -131,7 +131,7 @@ class OutboxPublisher:
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(_SQL.sql("listen"))
                     async for _ in conn.notifies():
                         self.wake.set()
             except psycopg.OperationalError as exc:
