@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import TypeAdapter
 
 from dispatcher.catalog import JobCatalog, JobPolicy
-from dispatcher.dag.spec import AnyTriggerModel, ManualTrigger, Trigger
+from dispatcher.dag.job_spec import AnyTriggerModel, ManualTrigger, Trigger
 from dispatcher.triggers import TICK, Signal, due, fires_directly, initial, listens, stateful, step
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dispatcher.dag.cron import CronSchedule, parse_cron
-from dispatcher.dag.spec import (
+from dispatcher.dag.job_spec import (
     AllTrigger,
     AnyTrigger,
     AnyTriggerModel,

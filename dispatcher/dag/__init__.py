@@ -1,6 +1,7 @@
 """DAGs as code: YAML files are the source of truth, Postgres holds their deployed versions.
 
-- :mod:`~dispatcher.dag.spec`: the frozen models (:class:`DagSpec`, :class:`JobSpec`, triggers)
+- :mod:`~dispatcher.dag.job_spec`: the frozen models of a job (:class:`JobSpec`, triggers)
+- :mod:`~dispatcher.dag.spec`: :class:`DagSpec`, a whole file: its jobs and the rules across them
 - :mod:`~dispatcher.dag.loader`: YAML -> spec, every problem as ``FILE:LINE: location: reason``
 - :mod:`~dispatcher.dag.checks`: the rules across jobs and the dependency graph
 - :mod:`~dispatcher.dag.diff`: digest and field-level diff (materialization vs execution)
@@ -15,8 +16,9 @@ from __future__ import annotations
 from dispatcher.dag.diff import DagDiff, FieldChange, JobChange, diff, digest
 from dispatcher.dag.duration import Duration
 from dispatcher.dag.errors import DagError, DagValidationError, DatasetOwnedError
+from dispatcher.dag.job_spec import JobSpec
 from dispatcher.dag.loader import DagSource, LoadedDag, load_builtin, load_dag_file, parse_dag
-from dispatcher.dag.spec import DagSpec, JobSpec
+from dispatcher.dag.spec import DagSpec
 
 __all__ = [
     "DagDiff",

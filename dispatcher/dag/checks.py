@@ -1,7 +1,7 @@
 """The rules across the jobs of a DAG, as a list of located issues; and its dependency graph.
 
-Each job checks itself (:mod:`dispatcher.dag.spec`); these are the rules between jobs: unique job
-names, upstream triggers name a job of the DAG, one writing job per dataset, and no dependency
+Each job checks itself (:mod:`dispatcher.dag.job_spec`); these are the rules between jobs: unique
+job names, upstream triggers name a job of the DAG, one writing job per dataset, and no dependency
 cycles (through upstream triggers and triggers on datasets the DAG produces). Every issue carries
 the location (``("jobs", 1, "triggers", 0, "upstream")``) the loader turns into a file line. Pure.
 """
@@ -12,11 +12,10 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 
-from dispatcher.dag.spec import (
+from dispatcher.dag.job_spec import (
     AllTrigger,
     AnyTrigger,
     AnyTriggerModel,
-    DagSpec,
     DatasetTrigger,
     JobSpec,
     Loc,
@@ -80,9 +79,9 @@ class JobView:
                 yield nested_loc, child
 
 
-def check_spec(spec: DagSpec) -> list[Issue]:
-    return check_jobs([JobView.of(index, job) for index, job in enumerate(spec.jobs)],
-                      {job.name for job in spec.jobs})
+def check_job_specs(jobs: Sequence[JobSpec]) -> list[Issue]:
+    """Issues across the (valid) jobs of a DAG, in file order."""
+    return check_jobs([JobView.of(index, job) for index, job in enumerate(jobs)], {job.name for job in jobs})
 
 
 def check_jobs(jobs: Sequence[JobView], names: Collection[str]) -> list[Issue]:

@@ -22,14 +22,12 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from dispatcher.dag.checks import Issue, JobView, check_jobs, check_spec, format_loc, suggest
+from dispatcher.dag.checks import Issue, JobView, check_job_specs, check_jobs, format_loc, suggest
 from dispatcher.dag.errors import DagValidationError
-from dispatcher.dag.spec import (
-    SKIP_CHECKS,
+from dispatcher.dag.job_spec import (
     TAG_PREFIX,
     TRIGGER_MODELS,
     BackoffSpec,
-    DagSpec,
     DatasetId,
     JobSpec,
     Loc,
@@ -41,6 +39,7 @@ from dispatcher.dag.spec import (
     Trigger,
     WriteSpec,
 )
+from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +309,7 @@ def _validate(data: Any) -> tuple[DagSpec | None, list[Issue]]:
                     views.append(view)
         names = {str(job["name"]) for job in raw_jobs if isinstance(job, dict) and "name" in job}
         return None, issues + check_jobs(views, names)
-    issues = check_spec(spec)
+    issues = check_job_specs(spec.jobs)
     return (None if issues else spec), issues
 
 

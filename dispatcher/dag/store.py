@@ -25,8 +25,9 @@ from pydantic import ValidationError
 
 from dispatcher.dag.diff import DagDiff, diff, digest
 from dispatcher.dag.errors import DagError, DagNotFound, DagVersionNotFound, DatasetOwnedError
+from dispatcher.dag.job_spec import JobSpec
 from dispatcher.dag.loader import DagSource
-from dispatcher.dag.spec import SKIP_CHECKS, DagSpec, JobSpec
+from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 from tracekit.db import connect
 from tracekit.errors import ConfigError
 

@@ -10,18 +10,18 @@ from pydantic import ValidationError
 
 from dispatcher.dag.duration import Duration
 from dispatcher.dag.errors import DagValidationError
-from dispatcher.dag.loader import check_together, load_builtin, load_dag_file, parse_dag
-from dispatcher.dag.spec import (
+from dispatcher.dag.job_spec import (
     AllTrigger,
     AnyTrigger,
     CronTrigger,
-    DagSpec,
     DatasetTrigger,
     EventTrigger,
     IntervalTrigger,
     ManualTrigger,
     UpstreamTrigger,
 )
+from dispatcher.dag.loader import check_together, load_builtin, load_dag_file, parse_dag
+from dispatcher.dag.spec import DagSpec
 
 EXAMPLE = """\
 dag: monad_backfill

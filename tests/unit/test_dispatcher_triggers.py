@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from dispatcher.dag.cron import parse_cron
-from dispatcher.dag.spec import Trigger
+from dispatcher.dag.job_spec import Trigger
 from dispatcher.triggers import TICK, Signal, cron_next, due, fires_directly, initial, listens, stateful, step
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, 30, tzinfo=dt.UTC)
