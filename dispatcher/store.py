@@ -32,11 +32,10 @@ from dispatcher.lease import (
     backoff,
     fence,
 )
+from dispatcher.protocol import OUTCOMES, TASK_QUEUE, ClaimedTask
 from dispatcher.scheduler import Firing, TriggerBook, active_versions
 from dispatcher.triggers import Signal
 from tracekit.errors import TraceError
-
-TASK_QUEUE = "tasks"
 
 
 class NotFound(TraceError):
@@ -78,21 +77,6 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedTask:
-    task_id: uuid.UUID
-    org_id: str
-    run_id: uuid.UUID
-    dag: str
-    job: str
-    operator: str
-    attempt: int
-    payload: dict[str, Any]
-    reads: list[str]
-    writes: list[str]
-    lease_expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class Completion:
     task_id: uuid.UUID
     attempt: int
@@ -116,8 +100,6 @@ class Submitted:
     created: bool  # False when the idempotency key named an existing run
     tasks: list[uuid.UUID] = field(default_factory=list)
 
-
-OUTCOMES = ("succeeded", "failed", "canceled", "released")
 
 _LOCK_TASKS = """
 SELECT task_id, state, attempt, lease_expires_at, cancel_requested, failures, max_attempts,
@@ -340,7 +322,7 @@ class TaskStore:
                 {"worker": worker, "lease": self.lease, "ids": chosen},
             )
             rows = await cur.fetchall()
-        return [ClaimedTask(**r) for r in rows]
+        return [ClaimedTask.model_validate(r) for r in rows]
 
     async def _within_concurrency(self, cur: psycopg.AsyncCursor[Any],
                                   candidates: Sequence[Mapping[str, Any]],

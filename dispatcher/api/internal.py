@@ -15,7 +15,9 @@ from fastapi import APIRouter
 
 from dispatcher import tokens
 from dispatcher.api.deps import D, Deps, TaskToken, Worker, problem
-from dispatcher.api.models import (
+from dispatcher.api.models import Problem
+from dispatcher.lease import Fence
+from dispatcher.protocol import (
     CompleteRequest,
     CompleteResponse,
     EventsRequest,
@@ -25,9 +27,7 @@ from dispatcher.api.models import (
     HeartbeatRequest,
     HeartbeatResponse,
     LeasedTask,
-    Problem,
 )
-from dispatcher.lease import Fence
 from dispatcher.store import Completion, Event, NotAllowed, Output
 
 router = APIRouter(prefix="/internal", tags=["workers"],
@@ -65,13 +65,9 @@ async def task_fetch(body: FetchRequest, d: D, _: Worker) -> FetchResponse:
                                   prefer=body.task_ids, org_id=d.config.org_id)
     now = time.time()
     return FetchResponse(tasks=[
-        LeasedTask(
-            task_id=c.task_id, run_id=c.run_id, org_id=c.org_id, dag=c.dag, job=c.job, operator=c.operator,
-            attempt=c.attempt, payload=c.payload, reads=c.reads, writes=c.writes,
-            lease_expires_at=c.lease_expires_at,
-            token=tokens.issue(d.config.task_secret, task_id=c.task_id, attempt=c.attempt, org_id=c.org_id,
-                               reads=c.reads, writes=c.writes, now=now, ttl=d.config.token_ttl_s),
-        )
+        LeasedTask.of(c, tokens.issue(d.config.task_secret, task_id=c.task_id, attempt=c.attempt,
+                                      org_id=c.org_id, reads=c.reads, writes=c.writes, now=now,
+                                      ttl=d.config.token_ttl_s))
         for c in claimed
     ])
 

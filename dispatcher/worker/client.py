@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from dispatcher.api.models import (
+from dispatcher.protocol import (
     CompleteRequest,
     EventIn,
     EventsRequest,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dispatcher.api.models import EventIn, LeasedTask, LogLine, OutputIn
+from dispatcher.protocol import EventIn, LeasedTask, LogLine, OutputIn
 from dispatcher.worker.client import DispatcherClient, Fenced
 
 EVENTS_PER_CALL = 5_000

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dispatcher.api.models import EventIn, OutputIn
+from dispatcher.protocol import EventIn, OutputIn
 from dispatcher.worker.context import Operator, TaskContext
 from operators.cryo_ingest import IngestRequest, NotYetConfirmed, ingest_chunk
 from operators.range_splitter import Chunk, chunk_key, split_range

@@ -25,10 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from dispatcher.api.models import LeasedTask, OutputIn
+from dispatcher.protocol import TASK_QUEUE, LeasedTask, OutputIn
 from dispatcher.queue import QueueDriver
 from dispatcher.queue.driver import Delivery
-from dispatcher.store import TASK_QUEUE
 from dispatcher.worker.client import DispatcherClient, Fenced
 from dispatcher.worker.context import Canceled, Operator, TaskContext, WorkerEnv
 from tracekit.errors import RetryableError

@@ -26,9 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dispatcher.api.models import OutputIn
+from dispatcher.protocol import TASK_QUEUE, OutputIn
 from dispatcher.queue import open_queue
-from dispatcher.store import TASK_QUEUE
 from dispatcher.worker import TaskContext
 from operators.cryo_ingest import chain_name
 from operators.cryo_ingest.devhistory import History, build_history

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from dispatcher.api.models import EventIn, OutputIn
 from dispatcher.catalog import PgJobCatalog
 from dispatcher.dag.loader import parse_dag
 from dispatcher.dag.store import deploy
+from dispatcher.protocol import EventIn, OutputIn
 from dispatcher.scheduler import Scheduler
 from dispatcher.store import TaskStore
 from dispatcher.worker import TaskContext
