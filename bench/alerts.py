@@ -184,7 +184,7 @@ def consume_alerts(bootstrap: str, topic: str, seen: dict[str, float], stop: thr
 
 def cli(env: dict[str, str], *args: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tracekit.cli", *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "tracecli", *args], env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise RuntimeError(f"trace {' '.join(args)}: {result.stderr.strip()}")

@@ -40,8 +40,8 @@ import psycopg
 from backfill_engines import Chain, history_chain, run_engine  # bench/ is on sys.path
 from dispatcher_leases import drop_database, scratch_database
 
-from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres
-from tracekit.localstack.process import free_port
+from devstack.postgres import PostgresSpec, start_postgres, stop_postgres
+from devstack.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the dispatcher stack of the integration tests

@@ -40,6 +40,8 @@ from typing import Any
 import httpx
 import orjson
 
+from devstack.anvil import anvil_binary, rpc_chain_id
+from devstack.process import free_port, spawn, stop_pid, wait_until
 from operators.cryo_ingest import DATASETS, Chunk, Dataset, IngestRequest, ingest_chunk
 from operators.cryo_ingest.devhistory import History
 from operators.cryo_ingest.devhistory import build_history as _build_history
@@ -48,8 +50,6 @@ from operators.cryo_ingest.engines import rpc as rpc_engine
 from operators.cryo_ingest.ratelimit import RateLimitAwareClient, RetryingRpc
 from operators.range_splitter import split_range
 from tracekit.jsonrpc import RpcClient
-from tracekit.localstack.anvil import anvil_binary, rpc_chain_id
-from tracekit.localstack.process import free_port, spawn, stop_pid, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_ID = 10143

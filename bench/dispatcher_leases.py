@@ -33,12 +33,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from devstack.postgres import PostgresSpec, start_postgres, stop_postgres
+from devstack.process import free_port
 from dispatcher.catalog import JobPolicy, StaticJobCatalog
 from dispatcher.lease import Fence
 from dispatcher.store import Completion, NewTask, TaskStore
 from tracekit.db import migrate
-from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres
-from tracekit.localstack.process import free_port
 
 JOB = JobPolicy("bench", "noop")
 RUN_SIZE = 1000  # tasks per submitted run (a backfill of 1,000 chunks)

@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 import websockets
 
+from devstack.anvil import AnvilSpec, start_anvil
+from devstack.postgres import PostgresSpec, start_postgres, stop_postgres
+from devstack.process import free_port
+from devstack.tansu import TansuSpec, start_tansu
 from tracekit.db import migrate
-from tracekit.localstack.anvil import AnvilSpec, start_anvil
-from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres
-from tracekit.localstack.process import free_port
-from tracekit.localstack.tansu import TansuSpec, start_tansu
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_ID = 10143
@@ -80,7 +80,7 @@ class Stack:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.root / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tracekit.cli", *args],
+            [sys.executable, "-m", "tracecli", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -21,8 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dispatcher.api.deps import ApiConfig
-from tracekit.config import Settings
+from tracekit.config import Settings, load_settings
 from tracekit.errors import ConfigError, TraceError
+from tracekit.logs import setup_logging
 
 dispatcher_app = typer.Typer(help="The dispatcher: HTTP API, outbox publisher, lease reaper.",
                              no_args_is_help=True)
@@ -34,9 +35,7 @@ FINISHED = ("succeeded", "failed", "canceled")
 
 
 def _settings() -> Settings:
-    from tracekit.cli import settings
-
-    return settings()
+    return load_settings()
 
 
 def _credentials(settings: Settings) -> Any:
@@ -64,9 +63,8 @@ def dispatcher_run() -> None:
     the outbox to the queue, and give back expired leases."""
     from dispatcher.queue import open_queue
     from dispatcher.service import serve_dispatcher
-    from tracekit.cli import _logging
 
-    _logging()
+    setup_logging()
     settings = _settings()
     config = api_config(settings)
 
@@ -87,10 +85,9 @@ def worker_run(
     from dispatcher.queue import open_queue
     from dispatcher.service import run_worker
     from dispatcher.worker import WorkerEnv
-    from tracekit.cli import _logging
-    from tracekit.localstack.objects import local_object_dir
+    from tracekit.objects import local_object_dir
 
-    _logging()
+    setup_logging()
     settings = _settings()
     creds = _credentials(settings)
     object_dir = local_object_dir(settings.resolved_object_store)

@@ -20,10 +20,11 @@ import faust
 from prometheus_client import Counter
 
 from streams import faust_transport
+from streams.config import SinkConfig
 from streams.deadletter import send_to_dead_letter
 from streams.hot_sink.plan import InvalidEvent, check_event
 from tracekit.avro.wire import AvroCodec
-from tracekit.config import SinkConfig, dead_letter_topic
+from tracekit.config import dead_letter_topic
 from tracekit.errors import DecodeError, RetryableError
 
 log = logging.getLogger("trace.streams")

@@ -1,7 +1,8 @@
 """Settings read from the environment (``TRACE_*``) by the CLI entry point only.
 
-Libraries and services take the explicit, frozen config objects built from these settings
-(:meth:`Settings.follower`, ...), never the environment. Any external service given here
+Libraries and services take the explicit, frozen config objects each component's CLI builds
+from these settings (``operators/block_follower/config.py``, ``streams/config.py``...), never the
+environment. Any external service given here
 (``TRACE_DATABASE_URL``, ``TRACE_KAFKA_BOOTSTRAP``, ``TRACE_RPC_URL``) replaces the embedded one
 that ``trace up`` would otherwise start.
 """
@@ -12,10 +13,12 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracekit.errors import ConfigError
 
 MONAD_TESTNET_CHAIN_ID = 10143
 
@@ -130,76 +133,6 @@ class Settings(BaseSettings):
         return Credentials(api_token=values["api_token"], worker_token=values["worker_token"],
                            task_secret=values["dispatcher_secret"].encode())
 
-    def follower(self) -> FollowerConfig:
-        return FollowerConfig(
-            chain_id=self.chain_id,
-            rpc_url=self.resolved_rpc_url,
-            ws_url=self.resolved_ws_url,
-            kafka_bootstrap=self.resolved_kafka_bootstrap,
-            schema_registry_url=self.schema_registry_url,
-            database_url=SecretStr(self.resolved_database_url),
-            metrics_host=self.host,
-            metrics_port=self.follower_metrics_port,
-            start_block=self.start_block,
-        )
-
-    def sink(self) -> SinkConfig:
-        return SinkConfig(
-            chain_id=self.chain_id,
-            kafka_bootstrap=self.resolved_kafka_bootstrap,
-            schema_registry_url=self.schema_registry_url,
-            database_url=SecretStr(self.resolved_database_url),
-            web_host=self.host,
-            web_port=self.sink_web_port,
-            metrics_port=self.sink_metrics_port,
-            data_dir=self.home / "faust",
-        )
-
-
-    def alerts(self) -> AlertsConfig:
-        return AlertsConfig(
-            chain_id=self.chain_id,
-            kafka_bootstrap=self.resolved_kafka_bootstrap,
-            schema_registry_url=self.schema_registry_url,
-            database_url=SecretStr(self.resolved_database_url),
-            web_host=self.host,
-            web_port=self.alerts_web_port,
-            metrics_port=self.alerts_metrics_port,
-            data_dir=self.home / "faust-alerts",
-            finality_depth=self.finality_depth,
-            alerts_topic=self.alerts_topic,
-            staking_contracts=self._staking_contracts(),
-            token_decimals=self._token_decimals(),
-        )
-
-    def _devchain_deployment(self) -> dict[str, str]:
-        import json
-
-        deployment = self.home / "data" / "devchain" / f"{self.chain_id}.json"
-        try:
-            data = json.loads(deployment.read_text())
-            return {"token": str(data["token"]).lower(), "staking": str(data["staking"]).lower()}
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
-
-    def _staking_contracts(self) -> frozenset[str]:
-        found = {a.strip().lower() for a in self.staking_contracts.split(",") if a.strip()}
-        if "staking" in (dev := self._devchain_deployment()):
-            found.add(dev["staking"])
-        return frozenset(found)
-
-    def _token_decimals(self) -> dict[str, int]:
-        decimals = {}
-        if "token" in (dev := self._devchain_deployment()):
-            decimals[dev["token"]] = 18
-        for item in filter(None, (i.strip() for i in self.token_decimals.split(","))):
-            token, _, value = item.partition("=")
-            if not value.strip().isdigit():
-                raise ValueError(f"TRACE_TOKEN_DECIMALS: {item!r} is not TOKEN=DECIMALS")
-            decimals[token.strip().lower()] = int(value)
-        return decimals
-
-
 def _load_or_create_secrets(path: Path, keys: list[str]) -> dict[str, str]:
     """Read ``path``; create it first if missing (atomically: the first process to link wins)."""
     if not path.exists():
@@ -238,54 +171,12 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-class FollowerConfig(BaseModel):
-    """What the block follower needs; built by the CLI, never read from the environment."""
-
-    model_config = ConfigDict(frozen=True)
-
-    chain_id: int
-    rpc_url: str
-    ws_url: str | None = None
-    kafka_bootstrap: str
-    schema_registry_url: str | None = None
-    database_url: SecretStr
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
-    window: int = Field(128, description="Canonical blocks kept to detect reorgs")
-    batch_size: int = Field(50, description="Blocks fetched per JSON-RPC batch while catching up")
-    poll_interval: float = Field(0.05, description="Head polling interval when no WebSocket")
-    start_block: int | None = Field(None, description="First block when no cursor exists")
-
-    @property
-    def topic(self) -> str:
-        return blocks_topic(self.chain_id)
-
-
-class SinkConfig(BaseModel):
-    """What the Faust hot-table sink needs."""
-
-    model_config = ConfigDict(frozen=True)
-
-    chain_id: int
-    kafka_bootstrap: str
-    schema_registry_url: str | None = None
-    database_url: SecretStr
-    web_host: str = "127.0.0.1"
-    web_port: int = 16066
-    metrics_port: int | None = None
-    data_dir: Path = Path(".trace/faust")
-    batch_max: int = 500
-    batch_within: float = 0.02
-
-    @property
-    def topic(self) -> str:
-        return blocks_topic(self.chain_id)
-
-
-class AlertsConfig(SinkConfig):
-    """What the alert evaluator needs: the sink's settings plus finality and the alerts topic."""
-
-    finality_depth: int = 10
-    alerts_topic: str = "trace.alerts"
-    staking_contracts: frozenset[str] = frozenset()
-    token_decimals: dict[str, int] = Field(default_factory=dict)
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``TRACE_*`` env vars, with the given overrides (those not None) taking
+    precedence; an invalid value is one :class:`~tracekit.errors.ConfigError` line naming it."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting TRACE_{field.upper()}: {first['msg']}") from exc

@@ -21,6 +21,7 @@ from rich.table import Table
 from dispatcher.dag.diff import DagDiff
 from dispatcher.dag.errors import DagValidationError
 from dispatcher.dag.loader import LoadedDag, check_together, load_dag_file
+from tracekit.config import load_settings
 
 app = typer.Typer(help="DAGs as code: validate, diff and deploy DAG files; versions and rollback.",
                   no_args_is_help=True)
@@ -46,9 +47,7 @@ def run(
 
 
 def _database_url() -> str:
-    from tracekit.cli import settings
-
-    return settings().resolved_database_url
+    return load_settings().resolved_database_url
 
 
 def _console() -> Console:

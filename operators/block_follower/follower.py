@@ -23,13 +23,13 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from operators.block_follower import metrics
+from operators.block_follower.config import FollowerConfig
 from operators.block_follower.fetch import ChainReader, Header
 from operators.block_follower.heads import HeadWatcher
 from operators.block_follower.reorg import ChainWindow, Event, Fetch, NewBlock, Reorg, advance
 from operators.block_follower.store import CursorStore
 from operators.block_follower.transform import BLOCK_SCHEMA, REORG_SCHEMA, FetchedBlock, reorg_record
 from tracekit.avro.wire import AvroCodec
-from tracekit.config import FollowerConfig
 from tracekit.errors import RetryableError
 from tracekit.jsonrpc import RpcClient
 from tracekit.kafka import EventProducer, ensure_topics

@@ -25,12 +25,12 @@ from streams.alerts.pipeline import AlertPipeline
 from streams.alerts.rules import RuleSet
 from streams.alerts.store import AlertStore, BatchOutcome, active_rule_set
 from streams.chain_app import chain_app, decode_batch
+from streams.config import AlertsConfig
 from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
 from streams.enrich.labels import LabelCache
 from streams.enrich.model import ChainEvent, LagReading
 from streams.enrich.prices import PriceBook
-from tracekit.config import AlertsConfig
 from tracekit.kafka import EventProducer, ensure_topics, outbox_to_kafka
 from tracekit.outbox import OutboxPublisher, OutboxRow
 

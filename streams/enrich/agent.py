@@ -16,13 +16,13 @@ from typing import Any
 import faust
 
 from streams.chain_app import chain_app, decode_batch
+from streams.config import AlertsConfig
 from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
 from streams.enrich.labels import LabelCache
 from streams.enrich.prices import PriceBook
 from streams.enrich.records import stake_changes_topic, transfers_topic, typed_record
 from streams.hot_sink.plan import BLOCK
-from tracekit.config import AlertsConfig
 from tracekit.kafka import EventProducer
 
 

@@ -19,13 +19,13 @@ from typing import NoReturn
 
 import pytest
 
+from devstack.anvil import AnvilSpec, start_anvil
+from devstack.objects import ensure_object_dir
+from devstack.postgres import PostgresSpec, start_postgres, stop_postgres
+from devstack.process import free_port, stop_pid
+from devstack.tansu import TansuSpec, start_tansu
 from tracekit.db import migrate
 from tracekit.errors import TraceError
-from tracekit.localstack.anvil import AnvilSpec, start_anvil
-from tracekit.localstack.objects import ensure_object_dir
-from tracekit.localstack.postgres import PostgresSpec, start_postgres, stop_postgres
-from tracekit.localstack.process import free_port, stop_pid
-from tracekit.localstack.tansu import TansuSpec, start_tansu
 
 ANVIL_CHAIN_ID = 10143
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 
+from devstack.process import free_port
 from dispatcher.api.deps import ApiConfig
 from dispatcher.queue import QueueDriver, open_queue
 from dispatcher.service import serve_dispatcher
 from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
 from dispatcher.worker.context import Operator
 from operators.cryo_ingest import chain_name
-from tracekit.localstack.process import free_port
 
 CHAIN_ID = 10143
 API_TOKEN = "api-test-token"

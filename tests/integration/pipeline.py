@@ -18,9 +18,9 @@ from typing import Any
 
 import psycopg
 
+from devstack.anvil import AnvilSpec, start_anvil
+from devstack.process import free_port
 from tracekit.db import migrate
-from tracekit.localstack.anvil import AnvilSpec, start_anvil
-from tracekit.localstack.process import free_port
 
 _chain_ids = itertools.count(31000)
 
@@ -74,7 +74,7 @@ class Pipeline:
         self.restarts[name] = n + 1
         with (self.root / f"{name}.{n}.log").open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tracekit.cli", *args],
+                [sys.executable, "-m", "tracecli", *args],
                 env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             )
         self.procs[name] = proc

@@ -23,13 +23,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from confluent_kafka import Producer
 
+from devstack.process import free_port
 from operators.alert_route.config import load_routes
 from operators.alert_route.logic import verify_signature
 from operators.alert_route.service import RouteJob, run
 from tracekit.avro.wire import AvroCodec
 from tracekit.db import migrate
 from tracekit.kafka import ensure_topics
-from tracekit.localstack.process import free_port
 
 SECRET = "it-secret"
 RETRY = "retry: {base_s: 0.05, factor: 2, cap_s: 0.2, lease_grace_s: 0.5}"
@@ -260,7 +260,7 @@ def test_receiver_failing_twice_then_recovering(env: Env, receiver: tuple[Receiv
     assert env.rows("SELECT attempts, last_error, delivered_at IS NOT NULL FROM state.alert_deliveries") == [
         (3, None, True)]
     listing = subprocess.run(
-        [sys.executable, "-m", "tracekit.alerts_route_cli", "deliveries", "--status", "delivered"],
+        [sys.executable, "-m", "tracecli", "alerts-route", "deliveries", "--status", "delivered"],
         env={**os.environ, "TRACE_DATABASE_URL": env.database_url, "COLUMNS": "200"},
         capture_output=True, timeout=60, check=True,
     ).stdout.decode()
@@ -297,7 +297,7 @@ def test_dead_receiver_ends_dead_with_last_error(
 def test_url_not_on_allowlist_is_refused_at_config_load(env: Env, tmp_path: Path) -> None:
     routes = env.routes_file(webhook_routes("https://evil.example.net/x", allow="https://hooks.example.com/"))
     proc = subprocess.run(
-        [sys.executable, "-m", "tracekit.alerts_route_cli", "run", "--routes", str(routes)],
+        [sys.executable, "-m", "tracecli", "alerts-route", "run", "--routes", str(routes)],
         env={**os.environ, "HOOK_SECRET": SECRET, "TRACE_DATABASE_URL": env.database_url,
              "TRACE_KAFKA_BOOTSTRAP": env.bootstrap},
         capture_output=True, timeout=60, check=False,
@@ -368,7 +368,7 @@ def test_kill9_mid_stream_loses_nothing_and_repeats_nothing(
         logs.append(log)
         with log.open("wb") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "tracekit.alerts_route_cli", "run", "--routes", str(routes),
+                [sys.executable, "-m", "tracecli", "alerts-route", "run", "--routes", str(routes),
                  "--group", f"g-{env.topic}", "--senders", "3", "--poll-interval", "0.05",
                  "--session-timeout-ms", "6000"],
                 env=child_env, stdout=out, stderr=subprocess.STDOUT,

@@ -20,12 +20,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from devstack.process import free_port
 from operators.devchain.artifacts import staking_artifact, token_artifact
 from operators.devchain.deploy import Deployment, deploy
 from tests.integration.pipeline import Pipeline, make_pipeline, rpc
 from tracekit.avro.wire import AvroCodec
 from tracekit.jsonrpc import RpcClient
-from tracekit.localstack.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ class AlertsHarness:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tracekit.cli", *args],
+            [sys.executable, "-m", "tracecli", *args],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -66,7 +66,7 @@ class AlertsHarness:
         self.p.restarts["alerts"] = n + 1
         with (self.p.root / f"alerts.{n}.log").open("wb") as log:
             self.p.procs["alerts"] = subprocess.Popen(
-                [sys.executable, "-m", "tracekit.cli", "alerts", "run"],
+                [sys.executable, "-m", "tracecli", "alerts", "run"],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -376,7 +376,7 @@ def test_tail_and_server_sent_events_show_alerts_as_they_are_published(harness: 
         [
             sys.executable,
             "-m",
-            "tracekit.cli",
+            "tracecli",
             "alerts",
             "tail",
             "--plain",
@@ -393,7 +393,7 @@ def test_tail_and_server_sent_events_show_alerts_as_they_are_published(harness: 
     )
     with (p.root / "api.log").open("wb") as log:
         p.procs["api"] = subprocess.Popen(
-            [sys.executable, "-m", "tracekit.cli", "api", "run"],
+            [sys.executable, "-m", "tracecli", "api", "run"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -451,7 +451,7 @@ def test_enrichment_publishes_typed_transfers_and_stake_changes_with_reorgs(harn
     assert h.cli("labels", "add", a[3], "fund").returncode == 0
     with (p.root / "enrich.0.log").open("wb") as log:
         p.procs["enrich"] = subprocess.Popen(
-            [sys.executable, "-m", "tracekit.cli", "enrich", "run"],
+            [sys.executable, "-m", "tracecli", "enrich", "run"],
             env={**h.env(), "TRACE_ENRICH_WEB_PORT": str(free_port())},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -194,7 +194,7 @@ async def test_a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_o
            "TRACE_DATABASE_URL": stack.pg_url, "TRACE_RPC_URL": hung_url, "TRACE_CHAIN_ID": str(CHAIN_ID),
            "TRACE_OBJECT_STORE": str(stack.object_dir), "TRACE_HOME": str(tmp_path / "home")}
     name = f"doomed-{uuid.uuid4().hex[:6]}"
-    argv = [sys.executable, "-m", "tracekit.cli", "worker", "run", "--slots", "1", "--id", name]
+    argv = [sys.executable, "-m", "tracecli", "worker", "run", "--slots", "1", "--id", name]
     with (tmp_path / "worker.log").open("wb") as worker_log:
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=worker_log)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tracekit.cli import app
+from tracecli.main import app
 
 TRACE = str(Path(sys.executable).with_name("trace"))
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from devstack.anvil import AnvilSpec, start_anvil
+from devstack.process import free_port
 from operators.devchain.abi import decode_uint256, topic_to_address
 from operators.devchain.artifacts import staking_artifact, token_artifact
 from operators.devchain.deploy import DEFAULT_INITIAL_BALANCE, MAX_UINT256, Deployment, deploy
 from operators.devchain.traffic import BlockObserved, TrafficMix, inject_reorg, run_traffic
 from tracekit.errors import ConfigError, RpcUnavailable
 from tracekit.jsonrpc import RpcClient
-from tracekit.localstack.anvil import AnvilSpec, start_anvil
-from tracekit.localstack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

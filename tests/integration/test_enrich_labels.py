@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from streams.enrich.cli import labels_app as app
 from streams.enrich.labels import LabelCache, LabelError, LabelStore
 from tracekit.errors import TraceError
-from tracekit.labels_cli import app
 
 A = "0x" + "a1" * 20
 B = "0x" + "b2" * 20

@@ -185,8 +185,8 @@ def test_http_polling_with_kafka(pg_url: str, kafka_bootstrap: str, feed: Feed) 
 def test_cli_import_and_list(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
+    from operators.price_feed.cli import app
     from tracekit.errors import TraceError
-    from tracekit.prices_cli import app
 
     monkeypatch.setenv("TRACE_DATABASE_URL", pg_url)
     tok = token()

@@ -42,7 +42,7 @@ def pipeline(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Iterator[Pipe
 def start_traffic(p: Pipeline, tx_per_block: int = 20) -> subprocess.Popen[bytes]:
     with (p.root / "traffic.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "tracekit.cli", "devchain", "traffic", "--rpc-url", p.rpc_url,
+            [sys.executable, "-m", "tracecli", "devchain", "traffic", "--rpc-url", p.rpc_url,
              "--tx-per-block", str(tx_per_block), "--seed", "7"],
             env=p.env(), stdout=log, stderr=subprocess.STDOUT,
         )
@@ -156,7 +156,7 @@ def test_follower_bad_configuration_fails_with_one_line(
     p = pipeline
     full_env = {**p.env(), **env}
     result = subprocess.run(
-        [sys.executable, "-m", "tracekit.cli", "follower", "run"],
+        [sys.executable, "-m", "tracecli", "follower", "run"],
         env=full_env, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0

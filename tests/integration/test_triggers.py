@@ -213,7 +213,7 @@ async def test_the_cli_starts_a_run_and_sends_events(stack: DispatcherStack, tmp
            "TRACE_DATABASE_URL": stack.pg_url, "TRACE_HOME": str(tmp_path / "home")}
 
     def trace(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tracekit.cli", *args], env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tracecli", *args], env=env, capture_output=True,
                               text=True, timeout=60)
 
     ran = await asyncio.to_thread(trace, "dag", "run", "trig", "--param", "day=2026-11-30", "-p", "n=3")

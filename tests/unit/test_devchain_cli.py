@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from devstack.process import free_port
 from operators.devchain.cli import app
-from tracekit.localstack.process import free_port
 
 runner = CliRunner()
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.objects import ensure_object_dir, objects_healthy
+from devstack.postgres import check_traversable
+from devstack.process import ensure_port_free, free_port, pid_alive, stop_pid
+from devstack.supervision import probe_ready
 from tracekit.errors import StackError
-from tracekit.localstack.objects import ensure_object_dir, local_object_dir, objects_healthy
-from tracekit.localstack.postgres import check_traversable
-from tracekit.localstack.process import ensure_port_free, free_port, pid_alive, stop_pid
-from tracekit.localstack.supervision import probe_ready
+from tracekit.objects import local_object_dir
 
 
 def test_a_zombie_is_not_alive() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tracekit.localstack import supervisor as sup
-from tracekit.localstack.process import pid_alive
-from tracekit.localstack.runfiles import StackPaths, read_json, read_pid
-from tracekit.localstack.services import ServiceSpec
+from devstack import supervisor as sup
+from devstack.process import pid_alive
+from devstack.runfiles import StackPaths, read_json, read_pid
+from devstack.services import ServiceSpec
 
 
 def _run_until(s: sup.Supervisor, done: object, timeout: float = 10.0) -> None:

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from tracekit.localstack.anvil import AnvilSpec, rpc_chain_id, rpc_request
-from tracekit.localstack.process import free_port, pid_alive
-from tracekit.localstack.tansu import ensure_topics
+from devstack.anvil import AnvilSpec, rpc_chain_id, rpc_request
+from devstack.process import free_port, pid_alive
+from devstack.tansu import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -80,7 +80,7 @@ def trace(*args: str, home: Path, services: list[dict[str, Any]] | None = None,
     environ.update(env or {})
     environ.update(TRACE_HOME=str(home),
                    TRACE_STACK_SERVICES=json.dumps(SLEEPER if services is None else services))
-    return subprocess.run([sys.executable, "-m", "tracekit.localstack.cli", *args], env=environ,
+    return subprocess.run([sys.executable, "-m", "devstack.cli", *args], env=environ,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -1,22 +1,22 @@
-"""``trace alerts-route ...``: run the alert delivery job, list deliveries.
-
-Mounted by the main CLI as ``app.add_typer(alerts_route_cli.app, name="alerts-route")``; also
-runnable as ``python -m tracekit.alerts_route_cli``. Errors print as one line, ``error: ...``.
-"""
+"""``trace alerts-route ...``: run the alert delivery job, list deliveries."""
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tracekit.config import Settings
-from tracekit.errors import TraceError
+from operators.alert_route.config import load_routes
+from operators.alert_route.service import RouteJob
+from operators.alert_route.service import run as run_job
+from operators.alert_route.store import deliveries as fetch
+from tracekit.config import load_settings
+from tracekit.db import connect
+from tracekit.kafka import ensure_topics
+from tracekit.logs import setup_logging
 
 app = typer.Typer(
     help="Alert delivery: trace.alerts -> webhooks and e-mail.", no_args_is_help=True,
@@ -43,16 +43,9 @@ def run(
     Env: TRACE_ALERT_ROUTES, TRACE_DATABASE_URL, TRACE_KAFKA_BOOTSTRAP, TRACE_ALERTS_TOPIC,
     TRACE_ALERT_ROUTE_METRICS_PORT, and each webhook route's `secret_env`.
     """
-    from operators.alert_route.config import load_routes
-    from operators.alert_route.service import RouteJob
-    from operators.alert_route.service import run as run_job
-    from tracekit.kafka import ensure_topics
-
     config, secrets = load_routes(routes)
-    settings = Settings()
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = load_settings()
+    setup_logging()
     job = RouteJob(config, secrets, settings.resolved_database_url, settings.resolved_kafka_bootstrap,
                    topic=topic, group=group, senders=senders, poll_interval_s=poll_interval,
                    session_timeout_ms=session_timeout_ms)
@@ -82,12 +75,9 @@ def deliveries(
     from rich.console import Console
     from rich.table import Table
 
-    from operators.alert_route.store import deliveries as fetch
-    from tracekit.db import connect
-
     if status is not None and status not in ("pending", "delivered", "dead"):
         raise typer.BadParameter("one of pending, delivered, dead", param_hint="--status")
-    with connect(Settings().resolved_database_url, autocommit=True) as conn:
+    with connect(load_settings().resolved_database_url, autocommit=True) as conn:
         rows = fetch(conn, status, limit)
     table = Table(title=f"alert deliveries{f' ({status})' if status else ''}")
     for column in ("delivery", "alert", "kind", "route", "channel", "status", "attempts", "next / delivered",
@@ -100,14 +90,3 @@ def deliveries(
                       when.isoformat(timespec="seconds") if when else "", row["last_error"] or "")
     Console().print(table)
 
-
-def main() -> None:
-    try:
-        app()
-    except TraceError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,18 +13,14 @@ import fcntl
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
-from tracekit.config import Settings, blocks_topic, dead_letter_topic
-from tracekit.db import migrate
-from tracekit.errors import ChainMismatch, ConfigError, RpcUnavailable, StackError
-from tracekit.localstack import supervision
-from tracekit.localstack.anvil import AnvilSpec, rpc_chain_id, rpc_request, start_anvil
-from tracekit.localstack.objects import ensure_object_dir, local_object_dir
-from tracekit.localstack.postgres import (
+from devstack import supervision
+from devstack.anvil import AnvilSpec, rpc_chain_id, rpc_request, start_anvil
+from devstack.objects import ensure_object_dir
+from devstack.postgres import (
     PostgresSpec,
     data_dir_for,
     postgres_healthy,
@@ -33,21 +29,17 @@ from tracekit.localstack.postgres import (
     start_postgres,
     stop_postgres,
 )
-from tracekit.localstack.process import stop_pid, wait_until
-from tracekit.localstack.runfiles import StackPaths, live_pid, mask_url, save_settings, write_pid
-from tracekit.localstack.services import ServiceSpec, supervised_services
-from tracekit.localstack.supervision import EMBEDDED
-from tracekit.localstack.tansu import TansuSpec, ensure_topics, kafka_healthy, start_tansu
+from devstack.process import stop_pid, wait_until
+from devstack.runfiles import StackPaths, live_pid, mask_url, save_settings, write_pid
+from devstack.services import ServiceSpec, supervised_services
+from devstack.supervision import EMBEDDED, UpReport
+from devstack.tansu import TansuSpec, ensure_topics, kafka_healthy, start_tansu
+from tracekit.config import Settings, blocks_topic, dead_letter_topic
+from tracekit.db import migrate
+from tracekit.errors import ChainMismatch, ConfigError, RpcUnavailable, StackError
+from tracekit.objects import local_object_dir
 
 PURGED = ("run", "data", "logs", "objects", "faust")  # what `down --purge` deletes under home
-
-
-@dataclass
-class UpReport:
-    started: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    external: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def stack_topics(settings: Settings) -> dict[str, int]:

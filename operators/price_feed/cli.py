@@ -5,20 +5,20 @@ Env: TRACE_DATABASE_URL, TRACE_KAFKA_BOOTSTRAP.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from tracekit.config import Settings
-from tracekit.errors import TraceError
-
-if TYPE_CHECKING:
-    from operators.price_feed.sink import PricePublisher
+from operators.price_feed.feed import poll as run_poll
+from operators.price_feed.feed import store
+from operators.price_feed.parse import parse_file, parse_symbols
+from operators.price_feed.sink import PricePublisher, list_prices
+from tracekit.config import Settings, load_settings
+from tracekit.db import connect
+from tracekit.logs import setup_logging
 
 app = typer.Typer(help="Token USD prices (hot.prices, topic trace.prices).", no_args_is_help=True)
 
@@ -31,19 +31,12 @@ Source = Annotated[str | None, typer.Option(help="Source of rows without one (de
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise TraceError(f"invalid setting TRACE_{field.upper()}: {first['msg']}") from exc
+    return load_settings()
 
 
 def _publisher(settings: Settings, publish: bool) -> PricePublisher | None:
     if not publish:
         return None
-    from operators.price_feed.sink import PricePublisher
-
     publisher = PricePublisher(settings.resolved_kafka_bootstrap)
     publisher.ensure_topic()
     return publisher
@@ -57,9 +50,6 @@ def import_(
     publish: Publish = True,
 ) -> None:
     """Import a price file: every row, or nothing if any row is bad."""
-    from operators.price_feed.feed import store
-    from operators.price_feed.parse import parse_file, parse_symbols
-
     points = parse_file(file, symbols=parse_symbols(symbol or []), source=source)  # before Kafka
     settings = _settings()
     result = store(points, database_url=settings.resolved_database_url,
@@ -76,11 +66,7 @@ def poll(
     publish: Publish = True,
 ) -> None:
     """Poll URL every --interval seconds until SIGTERM/SIGINT; bad responses are logged and skipped."""
-    from operators.price_feed.feed import poll as run_poll
-    from operators.price_feed.parse import parse_symbols
-
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging()
     symbols = parse_symbols(symbol or [])
     settings = _settings()
     stop = threading.Event()
@@ -101,8 +87,6 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
-    from operators.price_feed.sink import list_prices
-    from tracekit.db import connect
 
     with connect(_settings().resolved_database_url) as conn:
         rows = list_prices(conn, token=token, limit=limit)

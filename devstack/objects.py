@@ -10,20 +10,9 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
+from devstack.runfiles import make_dirs
 from tracekit.errors import StackError
-from tracekit.localstack.runfiles import make_dirs
-
-
-def local_object_dir(store: str) -> Path | None:
-    """The directory behind ``store`` (a path or ``file://`` URL), None for a remote store."""
-    parsed = urlparse(store)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    if parsed.scheme and len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
-        return None
-    return Path(store)
 
 
 def ensure_object_dir(path: Path) -> Path:

@@ -83,7 +83,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def _cli(*args: str) -> tuple[str, ...]:
-    return (sys.executable, "-m", "tracekit.cli", *args)
+    return (sys.executable, "-m", "tracecli", *args)
 
 
 def default_services(settings: Settings) -> list[ServiceSpec]:

@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tracekit.config import Settings
-from tracekit.errors import ConfigError
-from tracekit.localstack.services import (
+from devstack.services import (
     SERVICES_ENV,
     ServiceSpec,
     child_env,
@@ -18,7 +16,9 @@ from tracekit.localstack.services import (
     services_from_json,
     supervised_services,
 )
-from tracekit.localstack.stack import stack_topics, up
+from devstack.stack import stack_topics, up
+from tracekit.config import Settings
+from tracekit.errors import ConfigError
 
 
 def test_default_services_with_traffic_on_the_embedded_anvil(tmp_path: Path) -> None:
@@ -29,8 +29,8 @@ def test_default_services_with_traffic_on_the_embedded_anvil(tmp_path: Path) -> 
     assert services["dispatcher"].argv[3:] == ("dispatcher", "run")
     assert services["dispatcher"].ready_url == f"http://127.0.0.1:{settings.api_port}/openapi.json"
     assert services["worker"].argv[3:] == ("worker", "run")
-    assert services["follower"].argv == (sys.executable, "-m", "tracekit.cli", "follower", "run")
-    assert services["sink"].argv == (sys.executable, "-m", "tracekit.cli", "sink", "run")
+    assert services["follower"].argv == (sys.executable, "-m", "tracecli", "follower", "run")
+    assert services["sink"].argv == (sys.executable, "-m", "tracecli", "sink", "run")
     assert services["traffic"].argv[3:] == (
         "devchain", "traffic", "--tx-per-block", "7", "--reorg-every", "5.0",
         "--reorg-min-depth", "2", "--reorg-max-depth", "4",

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack.process import ensure_port_free, spawn, wait_until
 from tracekit.errors import RpcUnavailable, StackError
-from tracekit.localstack.process import ensure_port_free, spawn, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def anvil_binary() -> Path:

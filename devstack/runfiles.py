@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from devstack.process import pid_alive, process_start_ticks
 from tracekit.config import Settings
-from tracekit.localstack.process import pid_alive, process_start_ticks
 
 
 @dataclass(frozen=True)

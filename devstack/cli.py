@@ -1,7 +1,7 @@
 """``trace up | down | status``. Options override ``Settings`` (each also reads its ``TRACE_*`` var).
 
 The commands raise :class:`TraceError` for anything a user can fix; the entry point (``main`` here,
-``tracekit.cli.main`` when mounted there) prints it as one line, ``error: ...``, and exits 1.
+``tracecli.main`` when mounted there) prints it as one line, ``error: ...``, and exits 1.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from devstack import stack
+from devstack.status import collect_status
 from tracekit.config import Settings
 from tracekit.errors import ConfigError, TraceError
-from tracekit.localstack import stack
-from tracekit.localstack.status import collect_status
 
 app = typer.Typer(help="The local stack: Postgres, broker, anvil and Trace's services.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -128,7 +128,7 @@ def _print_status(document: dict[str, Any]) -> None:
     console.print(chains)
 
 def main() -> None:
-    """Run :data:`app` alone (``python -m tracekit.localstack.cli``): errors as one line, exit 1."""
+    """Run :data:`app` alone (``python -m devstack.cli``): errors as one line, exit 1."""
     try:
         app()  # standalone: usage errors and exit codes are handled (and exited) by click
     except TraceError as exc:

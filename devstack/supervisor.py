@@ -1,4 +1,4 @@
-"""The supervisor daemon: ``python -m tracekit.localstack.supervisor --home HOME``.
+"""The supervisor daemon: ``python -m devstack.supervisor --home HOME``.
 
 ``trace up`` writes ``HOME/run/services.json`` (the :class:`ServiceSpec` list, cwd, urls) and starts
 this module, which detaches (fork + own session) and then runs each service as a child in its own
@@ -28,10 +28,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from devstack.process import spawn, stop_pid
+from devstack.runfiles import StackPaths, live_pid, read_json, write_json, write_pid
+from devstack.services import ServiceSpec
 from tracekit.errors import StackError
-from tracekit.localstack.process import spawn, stop_pid
-from tracekit.localstack.runfiles import StackPaths, live_pid, read_json, write_json, write_pid
-from tracekit.localstack.services import ServiceSpec
 
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
@@ -178,7 +178,7 @@ def _daemonize() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tracekit.localstack.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m devstack.supervisor")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--foreground", action="store_true", help="do not detach")
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tracekit.localstack.postgres import data_dir_for, pg_bin, shared_data_dir, traversable
+from devstack.postgres import data_dir_for, pg_bin, shared_data_dir, traversable
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged uid is used only as root")
 
@@ -50,6 +50,6 @@ def test_postgres_programs_are_reachable_by_the_unprivileged_uid() -> None:
 
 
 def test_non_root_uses_paths_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tracekit.localstack.postgres.run_as_uid", lambda: None)
+    monkeypatch.setattr("devstack.postgres.run_as_uid", lambda: None)
     home_data = tmp_path / "x" / "data" / "postgres"
     assert data_dir_for(home_data) == home_data

@@ -18,10 +18,10 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from devstack import stack
+from devstack.anvil import rpc_request
+from devstack.status import collect_status
 from tracekit.config import Settings
-from tracekit.localstack import stack
-from tracekit.localstack.anvil import rpc_request
-from tracekit.localstack.status import collect_status
 
 
 def hot_table_check(settings: Settings, below: int) -> tuple[int, list[int]]:

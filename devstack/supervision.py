@@ -14,13 +14,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from tracekit.config import Settings
-from tracekit.errors import StackError
-from tracekit.localstack.process import (
+from devstack.process import (
     ensure_port_free,
     log_suffix,
     port_is_open,
@@ -28,12 +27,22 @@ from tracekit.localstack.process import (
     stop_pid,
     wait_until,
 )
-from tracekit.localstack.runfiles import StackPaths, live_pid, mask_url, read_json, write_json
-from tracekit.localstack.services import ServiceSpec
-from tracekit.localstack.supervisor import STOP_TIMEOUT
+from devstack.runfiles import StackPaths, live_pid, mask_url, read_json, write_json
+from devstack.services import ServiceSpec
+from devstack.supervisor import STOP_TIMEOUT
+from tracekit.config import Settings
+from tracekit.errors import StackError
 
-if TYPE_CHECKING:
-    from tracekit.localstack.stack import UpReport
+
+@dataclass
+class UpReport:
+    """What ``trace up`` did: services started, reused (already running) and external."""
+
+    started: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
 
 EMBEDDED = ("postgres", "tansu", "anvil")  # process names of the embedded services
 STABLE_FOR = 2.0
@@ -51,7 +60,7 @@ def public_urls(settings: Settings) -> dict[str, str | None]:
 
 
 def supervisor_command(home: Path) -> list[str]:
-    return [sys.executable, "-m", "tracekit.localstack.supervisor", "--home", str(home)]
+    return [sys.executable, "-m", "devstack.supervisor", "--home", str(home)]
 
 
 def probe_ready(url: str, timeout: float = 1.0) -> bool:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tracekit.config import Settings
-from tracekit.localstack.runfiles import (
+from devstack.runfiles import (
     StackPaths,
     effective_settings,
     live_pid,
@@ -24,6 +23,7 @@ from tracekit.localstack.runfiles import (
     write_json,
     write_pid,
 )
+from tracekit.config import Settings
 
 
 def test_pid_file_of_a_running_process(tmp_path: Path) -> None:

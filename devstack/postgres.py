@@ -22,8 +22,8 @@ from pathlib import Path
 
 import psycopg
 
+from devstack.process import ensure_port_free, pid_alive, wait_until
 from tracekit.errors import StackError
-from tracekit.localstack.process import ensure_port_free, pid_alive, wait_until
 
 UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _CONF_MARK = "# --- trace local stack (managed by `trace up`) ---"

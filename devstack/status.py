@@ -11,14 +11,15 @@ from typing import Any
 
 import psycopg
 
+from devstack.anvil import rpc_chain_id, rpc_request
+from devstack.objects import objects_healthy
+from devstack.postgres import postgres_healthy
+from devstack.runfiles import StackPaths, effective_settings, live_pid, mask_url, read_json
+from devstack.supervision import probe_ready
+from devstack.tansu import kafka_healthy
 from tracekit.config import Settings
 from tracekit.errors import RpcUnavailable
-from tracekit.localstack.anvil import rpc_chain_id, rpc_request
-from tracekit.localstack.objects import local_object_dir, objects_healthy
-from tracekit.localstack.postgres import postgres_healthy
-from tracekit.localstack.runfiles import StackPaths, effective_settings, live_pid, mask_url, read_json
-from tracekit.localstack.supervision import probe_ready
-from tracekit.localstack.tansu import kafka_healthy
+from tracekit.objects import local_object_dir
 
 
 def service_entry(url: str | None, pid: int | None, healthy: bool | None, restarts: int = 0,

@@ -21,10 +21,10 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from devstack.process import ensure_port_free, port_is_open, spawn, wait_until
 from tracekit.errors import StackError
-from tracekit.localstack.process import ensure_port_free, port_is_open, spawn, wait_until
 
-_quiet = logging.getLogger("tracekit.localstack.librdkafka")
+_quiet = logging.getLogger("devstack.librdkafka")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from tracekit.localstack.runfiles import StackPaths, write_json, write_pid
-from tracekit.localstack.status import assemble_status, chain_entry, service_entry, supervised_entries
+from devstack.runfiles import StackPaths, write_json, write_pid
+from devstack.status import assemble_status, chain_entry, service_entry, supervised_entries
 
 NO_ROWS = {"blocks": 0, "transactions": 0, "logs": 0}
 

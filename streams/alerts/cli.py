@@ -12,13 +12,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from streams.alerts.history import run_history
+from streams.alerts.rules import load_rule_files
+from streams.alerts.store import apply_rule_set
+from streams.alerts.subscribe import alert_stream
+from streams.config import AlertsConfig
+from tracekit.config import Settings, dead_letter_topic, load_settings
+from tracekit.errors import ConfigError
+from tracekit.kafka import ensure_topics
+
 app = typer.Typer(help="Alert rules, live alerts and historical evaluation.", no_args_is_help=True)
 
 
-def _settings() -> Any:
-    from tracekit.cli import settings
-
-    return settings()
+def _settings() -> Settings:
+    return load_settings()
 
 
 def _row(alert: dict[str, Any], *, markup: bool = True) -> tuple[str, ...]:
@@ -38,8 +45,6 @@ def tail(
     plain: Annotated[bool, typer.Option("--plain", help="Lines, not a live table")] = False,
 ) -> None:
     """Print alerts and retractions live as they are published. Env: TRACE_KAFKA_BOOTSTRAP."""
-    from streams.alerts.subscribe import alert_stream
-
     settings = _settings()
     columns = ("time (UTC)", "kind", "rule", "tier", "severity", "block", "summary", "alert id")
 
@@ -89,13 +94,8 @@ def apply(
     A bad file fails with FILE:LINE: reason and leaves the active rules unchanged.
     Env: TRACE_DATABASE_URL.
     """
-    from streams.alerts.rules import load_rule_files
-    from streams.alerts.store import apply_rule_set
-
     files = rule_files(paths)
     if not files:
-        from tracekit.errors import ConfigError
-
         raise ConfigError(f"no rule files (*.yaml, *.yml) in {', '.join(map(str, paths))}")
     rule_set = load_rule_files(files)
     if dry:
@@ -129,10 +129,8 @@ def run_evaluator() -> None:
     from prometheus_client import start_http_server
 
     from streams.alerts.agent import make_app
-    from tracekit.config import dead_letter_topic
-    from tracekit.kafka import ensure_topics
 
-    config = _settings().alerts()
+    config = AlertsConfig.from_settings(_settings())
     ensure_topics(config.kafka_bootstrap, {config.topic: 1, dead_letter_topic(config.topic): 1,
                                            config.alerts_topic: 1})
     if config.metrics_port:
@@ -150,40 +148,11 @@ def history(
 
     Results go to state.historical_alerts; a historical run never delivers anything.
     """
-    from streams.alerts.history import run_history
-
     settings = _settings()
-    config = settings.alerts()
+    config = AlertsConfig.from_settings(settings)
     run = asyncio.run(run_history(
         settings.resolved_database_url, settings.chain_id, from_block, to_block, label,
         staking_contracts=config.staking_contracts, token_decimals=config.token_decimals,
     ))
     typer.echo(f"run {run.run_id} ({run.label}): {run.blocks} blocks, {run.alerts} alerts, "
                f"rule set version {run.rule_version}; nothing delivered")
-
-
-enrich_app = typer.Typer(help="The enrichment worker: typed transfer and stake-change topics.",
-                         no_args_is_help=True)
-
-
-@enrich_app.command("run")
-def run_enrichment() -> None:
-    """Publish the chain's enriched Transfer/StakeChange records on their own topics.
-
-    Env: TRACE_KAFKA_BOOTSTRAP, TRACE_DATABASE_URL, TRACE_CHAIN_ID, TRACE_ENRICH_WEB_PORT,
-    TRACE_STAKING_CONTRACTS, TRACE_TOKEN_DECIMALS.
-    """
-    import faust
-
-    from streams.enrich.agent import make_app
-    from streams.enrich.records import stake_changes_topic, transfers_topic
-    from tracekit.config import dead_letter_topic
-    from tracekit.kafka import ensure_topics
-
-    settings = _settings()
-    config = settings.alerts().model_copy(update={"web_port": settings.enrich_web_port,
-                                                  "data_dir": settings.home / "faust-enrich"})
-    ensure_topics(config.kafka_bootstrap, {config.topic: 1, dead_letter_topic(config.topic): 1,
-                                           transfers_topic(config.chain_id): 1,
-                                           stake_changes_topic(config.chain_id): 1})
-    faust.Worker(make_app(config), loglevel="INFO", redirect_stdouts=False).execute_from_commandline()
