@@ -1,8 +1,10 @@
 """Backfill submissions: a block range becomes one run of the built-in ``backfill`` DAG.
 
-The run starts with one task of the DAG's ``split`` job (``range_splitter``); the chunk events it
-emits create the ``ingest`` tasks (``cryo_ingest``), one per chunk. Chunk boundaries are aligned
-to ``chunk_size`` (see :mod:`operators.range_splitter`), so a block always lands in the same file.
+The run starts with one task of the DAG's ``split`` job (``range_splitter``), whose payload's
+event is the run's parameters (a :class:`~operators.range_splitter.SplitJob`); the chunk events
+it emits create the ``ingest`` tasks (``cryo_ingest``), one per chunk. Chunk boundaries are
+aligned to ``chunk_size`` (see :mod:`operators.range_splitter`), so a block always lands in the
+same file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dispatcher.catalog import JobCatalog
 from dispatcher.dag.loader import load_builtin_dag
 from dispatcher.dag.store import deploy
 from dispatcher.store import NewTask, TaskStore
-from operators.range_splitter import BadRange, split_range
+from operators.range_splitter import BadRange, SplitJob
 from tracekit.errors import TraceError
 
 DAG = "backfill"
@@ -50,17 +52,15 @@ async def active_version(pool: AsyncConnectionPool[Any], org_id: str) -> int:
     return int(row[0])
 
 
-def backfill_params(body: BackfillRequest, chain: str) -> dict[str, Any]:
-    """The run's parameters (what ``GET /v1/runs/{id}`` shows); refuses ranges of too many chunks."""
+def backfill_job(body: BackfillRequest, chain: str) -> SplitJob:
+    """The split task's job, which is also the run's parameters (what ``GET /v1/runs/{id}`` shows);
+    refuses ranges of too many chunks."""
     try:
-        chunks = split_range(body.start_block, body.end_block, body.chunk_size, max_chunks=MAX_CHUNKS)
+        return SplitJob.of_range(chain_id=body.chain_id, chain=chain, datasets=tuple(body.datasets),
+                                 start_block=body.start_block, end_block=body.end_block,
+                                 chunk_size=body.chunk_size, engine=body.engine, max_chunks=MAX_CHUNKS)
     except BadRange as exc:
         raise BackfillRefused(str(exc)) from exc
-    return {
-        "chain_id": body.chain_id, "chain": chain, "datasets": list(body.datasets),
-        "start_block": body.start_block, "end_block": body.end_block, "chunk_size": body.chunk_size,
-        "engine": body.engine, "chunks": len(chunks),
-    }
 
 
 async def submit_backfill(store: TaskStore, catalog: JobCatalog, org_id: str, chains: Mapping[int, str],
@@ -74,7 +74,7 @@ async def submit_backfill(store: TaskStore, catalog: JobCatalog, org_id: str, ch
     if body.chain_id not in chains:
         served = ", ".join(str(c) for c in sorted(chains)) or "none"
         raise BackfillRefused(f"chain {body.chain_id} is not served here (chains: {served})")
-    params = backfill_params(body, chains[body.chain_id])
+    params = backfill_job(body, chains[body.chain_id]).model_dump(mode="json")
     version = await active_version(store.pool, org_id)
     jobs = await catalog.jobs(org_id, DAG, version)
     split = jobs.get(SPLIT_JOB)

@@ -17,6 +17,7 @@ from operators.cryo_ingest.errors import CryoFailed, NotYetConfirmed, RateLimite
 from operators.cryo_ingest.files import file_name, parse_file_name
 from operators.cryo_ingest.head import check_confirmed, confirmed_head
 from operators.cryo_ingest.ingest import ingest_chunk
+from operators.cryo_ingest.payload import IngestConfig, IngestJob, IngestPayload
 from operators.cryo_ingest.request import (
     CHAIN_NAMES,
     DEFAULT_CONFIRMATIONS,
@@ -41,6 +42,9 @@ __all__ = [
     "CryoSchemaMismatch",
     "Dataset",
     "Engine",
+    "IngestConfig",
+    "IngestJob",
+    "IngestPayload",
     "IngestRequest",
     "NotYetConfirmed",
     "RateLimited",

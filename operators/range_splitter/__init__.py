@@ -1,18 +1,22 @@
 """Split a block range into deterministic, aligned chunks (pure; no I/O).
 
 Chunk ``k`` of size ``s`` always covers blocks ``[k*s, (k+1)*s - 1]``, clipped to the requested
-range, so a block lands in the same chunk (and file) whatever range a backfill asked for.
+range, so a block lands in the same chunk (and file) whatever range a backfill asked for. A split
+task's payload is a :class:`SplitPayload`.
 """
 
 from __future__ import annotations
 
+from operators.range_splitter.payload import SplitJob, SplitPayload
 from operators.range_splitter.split import (
     MAX_CHUNKS,
     BadRange,
     Chunk,
     bucket_of,
     chunk_key,
+    count_chunks,
     split_range,
 )
 
-__all__ = ["MAX_CHUNKS", "BadRange", "Chunk", "bucket_of", "chunk_key", "split_range"]
+__all__ = ["MAX_CHUNKS", "BadRange", "Chunk", "SplitJob", "SplitPayload", "bucket_of", "chunk_key",
+           "count_chunks", "split_range"]

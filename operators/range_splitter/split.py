@@ -1,4 +1,5 @@
-"""Aligned block-range splitting: :func:`split_range`, :func:`chunk_key`. Pure and synchronous."""
+"""Aligned block-range splitting: :func:`split_range` (and :func:`count_chunks`, the same cut without
+the chunks), :func:`chunk_key`. Pure and synchronous."""
 
 from __future__ import annotations
 
@@ -59,6 +60,18 @@ def split_range(
     ``start_block < 0``, ``end_block < start_block``, ``chunk_size < 1`` or more than
     ``max_chunks`` chunks.
     """
+    start, end, size, buckets = _buckets(start_block, end_block, chunk_size, max_chunks)
+    return [Chunk(max(start, k * size), min(end, (k + 1) * size - 1)) for k in buckets]
+
+
+def count_chunks(start_block: int, end_block: int, chunk_size: int, *, max_chunks: int = MAX_CHUNKS) -> int:
+    """How many chunks :func:`split_range` cuts the range into (same checks), without making them."""
+    return len(_buckets(start_block, end_block, chunk_size, max_chunks)[3])
+
+
+def _buckets(start_block: int, end_block: int, chunk_size: int,
+             max_chunks: int) -> tuple[int, int, int, range]:
+    """The checked range and size, and the aligned buckets (by index) the range touches."""
     start = _int("start_block", start_block)
     end = _int("end_block", end_block)
     size = _int("chunk_size", chunk_size)
@@ -78,7 +91,7 @@ def split_range(
             f"blocks {start}..{end} in chunks of {size} make {count} chunks, more than the limit of "
             f"{max_chunks}: use a larger chunk_size (at least {fits})"
         )
-    return [Chunk(max(start, k * size), min(end, (k + 1) * size - 1)) for k in range(first, last + 1)]
+    return start, end, size, range(first, last + 1)
 
 
 def chunk_key(chain: str, chunk: Chunk) -> str:

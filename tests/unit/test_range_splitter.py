@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.range_splitter import MAX_CHUNKS, BadRange, Chunk, chunk_key, split_range
+from operators.range_splitter import MAX_CHUNKS, BadRange, Chunk, chunk_key, count_chunks, split_range
 from tracekit.errors import ConfigError
 
 blocks = st.integers(min_value=0, max_value=10**9)
@@ -135,3 +135,15 @@ def test_chunk_keys_are_unique_and_sort_like_the_chunks(r: tuple[int, int, int])
     assert len(set(keys)) == len(keys)
     if end < 10**8:  # zero-padded to 8 digits: lexicographic order holds below 10^8
         assert keys == sorted(keys)
+
+
+@given(ranges(), st.integers(min_value=1, max_value=3_000))
+def test_counting_is_the_same_cut_as_splitting(r: tuple[int, int, int], cap: int) -> None:
+    try:
+        chunks = split_range(*r, max_chunks=cap)
+    except BadRange as exc:
+        with pytest.raises(BadRange) as counted:
+            count_chunks(*r, max_chunks=cap)
+        assert str(counted.value) == str(exc)
+    else:
+        assert count_chunks(*r, max_chunks=cap) == len(chunks)

@@ -1,0 +1,76 @@
+"""What an ingest task is asked to do, read once from its task payload (:class:`IngestPayload`).
+
+An ingest task starts on a chunk event of a split (:class:`IngestJob`, see
+:mod:`operators.range_splitter.payload`); its job's ``config`` gives the defaults of what the event
+leaves out. :meth:`IngestPayload.request` turns it into the :class:`IngestRequest` of one chunk.
+Pure: validation only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from operators.cryo_ingest.columns import DATASETS, Dataset
+from operators.cryo_ingest.request import Engine, IngestRequest
+from operators.range_splitter import Chunk
+from tracekit.errors import ConfigError
+
+
+class IngestJob(BaseModel):
+    """One chunk, blocks ``start..end`` (inclusive) of chain ``chain_id``: a split's chunk event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chain_id: StrictInt
+    start: StrictInt
+    end: StrictInt
+    chain: StrictStr | None = None  # the file-name prefix; default: the chain's known name
+    datasets: tuple[Dataset, ...] | None = None  # default: the job's config
+    engine: Engine | None = None  # default: the job's config
+
+
+class IngestConfig(BaseModel):
+    """The ingest job's ``config`` (its DAG file): what a chunk event does not say."""
+
+    model_config = ConfigDict(frozen=True)
+
+    datasets: tuple[Dataset, ...] | None = None
+    engine: Engine | None = None
+
+
+class IngestPayload(BaseModel):
+    """An ingest task's payload: the chunk event that started it and its job's config."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: IngestJob
+    config: IngestConfig = IngestConfig()
+
+    @classmethod
+    def parse(cls, payload: Any) -> IngestPayload:
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"cryo_ingest: bad task payload at {where}: {first['msg']}") from exc
+
+    @property
+    def datasets(self) -> tuple[Dataset, ...]:
+        """The datasets the event or else the config names (none: every dataset)."""
+        return self.event.datasets or self.config.datasets or ()
+
+    @property
+    def chunk(self) -> Chunk:
+        return Chunk(self.event.start, self.event.end)
+
+    def request(self, *, rpc_url: str, output_dir: Path, confirmations: int) -> IngestRequest:
+        """The chunk's ingest into ``output_dir`` from the node at ``rpc_url``."""
+        return IngestRequest(
+            rpc_url=rpc_url, chain_id=self.event.chain_id, chunk=self.chunk, output_dir=output_dir,
+            datasets=self.datasets or DATASETS, engine=self.event.engine or self.config.engine or "rpc",
+            chain=self.event.chain or "", confirmations=confirmations,
+        )
