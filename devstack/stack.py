@@ -34,9 +34,10 @@ from devstack.runfiles import StackPaths, live_pid, mask_url, save_settings, wri
 from devstack.services import ServiceSpec, supervised_services
 from devstack.supervision import EMBEDDED, UpReport
 from devstack.tansu import TansuSpec, ensure_topics, kafka_healthy, start_tansu
-from tracekit.config import Settings, blocks_topic, dead_letter_topic
+from tracekit.config import Settings
 from tracekit.db import migrate
 from tracekit.errors import ChainMismatch, ConfigError, RpcUnavailable, StackError
+from tracekit.names import blocks_topic, dead_letter_topic
 from tracekit.objects import local_object_dir
 
 PURGED = ("run", "data", "logs", "objects", "faust")  # what `down --purge` deletes under home

@@ -24,8 +24,8 @@ from streams.config import SinkConfig
 from streams.deadletter import send_to_dead_letter
 from streams.hot_sink.plan import InvalidEvent, check_event
 from tracekit.avro.wire import AvroCodec
-from tracekit.config import dead_letter_topic
 from tracekit.errors import DecodeError, RetryableError
+from tracekit.names import dead_letter_topic
 
 log = logging.getLogger("trace.streams")
 

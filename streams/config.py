@@ -8,8 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from tracekit.config import Settings, blocks_topic
+from tracekit.config import Settings
 from tracekit.errors import ConfigError
+from tracekit.names import ALERTS_TOPIC, blocks_topic
 
 
 class SinkConfig(BaseModel):
@@ -51,7 +52,7 @@ class AlertsConfig(SinkConfig):
     alerts topic and what to decode."""
 
     finality_depth: int = 10
-    alerts_topic: str = "trace.alerts"
+    alerts_topic: str = ALERTS_TOPIC
     staking_contracts: frozenset[str] = frozenset()
     token_decimals: dict[str, int] = Field(default_factory=dict)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracekit.errors import ConfigError
+from tracekit.names import ALERTS_TOPIC
 
 MONAD_TESTNET_CHAIN_ID = 10143
 
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, gt=1, le=3600, description="Task lease; heartbeats every third")
     alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
-    alerts_topic: str = Field("trace.alerts", description="Topic alerts and retractions go to")
+    alerts_topic: str = Field(ALERTS_TOPIC, description="Topic alerts and retractions go to")
     token_decimals: str = Field(
         "", description="Comma-separated TOKEN=DECIMALS for USD values (the dev chain's token is known)"
     )
@@ -160,15 +161,6 @@ class Credentials(BaseModel):
     api_token: str = Field(repr=False)
     worker_token: str = Field(repr=False)
     task_secret: bytes = Field(repr=False)
-
-
-def blocks_topic(chain_id: int) -> str:
-    """The topic carrying one chain's block and reorg events, in chain order."""
-    return f"trace.chain.{chain_id}.blocks"
-
-
-def dead_letter_topic(topic: str) -> str:
-    return f"{topic}.dlq"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -14,6 +14,7 @@ from dispatcher import tokens
 from dispatcher.catalog import JobCatalog
 from dispatcher.store import TaskStore
 from dispatcher.views import Views
+from tracekit.names import ALERTS_TOPIC
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ApiConfig:
     task_secret: bytes
     database_url: str | None = None
     kafka_bootstrap: str | None = None
-    alerts_topic: str = "trace.alerts"
+    alerts_topic: str = ALERTS_TOPIC
     org_id: str = "default"
     chains: Mapping[int, str] = field(default_factory=dict)  # chain id -> name
     token_ttl_s: float = 900.0

@@ -17,6 +17,7 @@ from tracekit.config import load_settings
 from tracekit.db import connect
 from tracekit.kafka import ensure_topics
 from tracekit.logs import setup_logging
+from tracekit.names import ALERTS_TOPIC
 
 app = typer.Typer(
     help="Alert delivery: trace.alerts -> webhooks and e-mail.", no_args_is_help=True,
@@ -29,7 +30,7 @@ def run(
     routes: Annotated[
         Path, typer.Option("--routes", envvar="TRACE_ALERT_ROUTES", help="Routes YAML file")
     ],
-    topic: Annotated[str, typer.Option(envvar="TRACE_ALERTS_TOPIC", help="Alert topic")] = "trace.alerts",
+    topic: Annotated[str, typer.Option(envvar="TRACE_ALERTS_TOPIC", help="Alert topic")] = ALERTS_TOPIC,
     group: Annotated[str, typer.Option(help="Kafka consumer group")] = "trace-alert-route",
     senders: Annotated[int, typer.Option(min=1, help="Sender threads")] = 2,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls when nothing is due")] = 0.2,

@@ -32,11 +32,10 @@ from operators.alert_route.logic import (
 from operators.alert_route.store import GaveUp, NewDelivery, claim, finish, insert_deliveries
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import DecodeError, RetryableError, SchemaError
+from tracekit.names import ALERT, ALERTS_TOPIC
 
 log = logging.getLogger("trace.alert_route")
 
-ALERT_RECORD = "trace.alerts.Alert"
-DEFAULT_TOPIC = "trace.alerts"
 DEFAULT_GROUP = "trace-alert-route"
 
 
@@ -48,7 +47,7 @@ class RouteJob:
     secrets: dict[str, SecretStr]
     database_url: str
     kafka_bootstrap: str
-    topic: str = DEFAULT_TOPIC
+    topic: str = ALERTS_TOPIC
     group: str = DEFAULT_GROUP
     senders: int = 2
     poll_interval_s: float = 0.2
@@ -102,7 +101,7 @@ def intake_batch(job: RouteJob, codec: AvroCodec, conn: psycopg.Connection[Any],
             log.error("skipping undecodable message %s[%d]@%d: %s", msg.topic(), msg.partition(),
                       msg.offset(), exc)
             continue
-        if name != ALERT_RECORD:
+        if name != ALERT:
             metrics.INTAKE.labels("skipped").inc()
             continue
         metrics.INTAKE.labels("alert").inc()

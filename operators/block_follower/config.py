@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from tracekit.config import Settings, blocks_topic
+from tracekit.config import Settings
+from tracekit.names import blocks_topic
 
 
 class FollowerConfig(BaseModel):

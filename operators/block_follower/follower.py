@@ -28,11 +28,12 @@ from operators.block_follower.fetch import ChainReader, Header
 from operators.block_follower.heads import HeadWatcher
 from operators.block_follower.reorg import ChainWindow, Event, Fetch, NewBlock, Reorg, advance
 from operators.block_follower.store import CursorStore
-from operators.block_follower.transform import BLOCK_SCHEMA, REORG_SCHEMA, FetchedBlock, reorg_record
+from operators.block_follower.transform import FetchedBlock, reorg_record
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import RetryableError
 from tracekit.jsonrpc import RpcClient
 from tracekit.kafka import EventProducer, ensure_topics
+from tracekit.names import BLOCK, REORG
 
 log = logging.getLogger("trace.follower")
 
@@ -142,12 +143,12 @@ class BlockFollower:
         for event in events:
             if isinstance(event, Reorg):
                 record = reorg_record(self.config.chain_id, event, now_ms)
-                value = self.codec.encode(REORG_SCHEMA, record)
+                value = self.codec.encode(REORG, record)
                 kind = b"reorg"
                 log.info("reorg at %d, depth %d", event.ancestor.number, event.depth)
             else:
                 record = event.block.record
-                value = self.codec.encode(BLOCK_SCHEMA, record)
+                value = self.codec.encode(BLOCK, record)
                 kind = b"block"
             headers = [
                 ("trace-idempotency-key", str(record["idempotency_key"]).encode()),

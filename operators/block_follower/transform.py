@@ -15,9 +15,6 @@ from operators.block_follower.reorg import BlockRef, Reorg
 from tracekit.errors import BadRpcData
 from tracekit.jsonrpc import hex_to_int
 
-BLOCK_SCHEMA = "trace.chain.Block"
-REORG_SCHEMA = "trace.chain.Reorg"
-
 
 def _q(obj: dict[str, Any], key: str, where: str) -> int:
     return hex_to_int(obj.get(key), f"{where}: field {key!r}")

@@ -20,8 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from operators.price_feed.parse import PricePoint
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import RetryableError
-
-PRICES_TOPIC = "trace.prices"
+from tracekit.names import PRICE, PRICES_TOPIC
 
 _UPSERT = (
     "INSERT INTO hot.prices (token, ts, usd, symbol, source) VALUES (%s, %s, %s, %s, %s)"
@@ -56,7 +55,6 @@ def list_prices(
     return [(str(t), s, int(ts), Decimal(u), str(src)) for t, s, ts, u, src in rows]
 
 
-PRICE_SCHEMA = "trace.prices.Price"
 _CODEC = AvroCodec()
 
 
@@ -72,7 +70,7 @@ def price_record(point: PricePoint) -> dict[str, object]:
 
 def encode_point(point: PricePoint) -> tuple[bytes, bytes]:
     """(key, value) of the ``trace.prices`` message of ``point``: Avro, naming its schema."""
-    return f"{point.token}:{point.ts}".encode(), _CODEC.encode(PRICE_SCHEMA, price_record(point))
+    return f"{point.token}:{point.ts}".encode(), _CODEC.encode(PRICE, price_record(point))
 
 
 class PricePublisher:

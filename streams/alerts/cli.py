@@ -17,9 +17,10 @@ from streams.alerts.rules import load_rule_files
 from streams.alerts.store import apply_rule_set
 from streams.alerts.subscribe import alert_stream
 from streams.config import AlertsConfig
-from tracekit.config import Settings, dead_letter_topic, load_settings
+from tracekit.config import Settings, load_settings
 from tracekit.errors import ConfigError
 from tracekit.kafka import ensure_topics
+from tracekit.names import dead_letter_topic
 
 app = typer.Typer(help="Alert rules, live alerts and historical evaluation.", no_args_is_help=True)
 

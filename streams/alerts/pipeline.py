@@ -19,9 +19,7 @@ import psycopg
 from streams.alerts.evaluate import Evaluator, Match
 from streams.alerts.store import AlertStore, BatchOutcome
 from streams.enrich.model import ChainEvent, LagReading, ReorgEvent
-
-BLOCK = "trace.chain.Block"
-REORG = "trace.chain.Reorg"
+from tracekit.names import BLOCK, REORG
 
 Enrich = Callable[[dict[str, Any]], list[ChainEvent]]
 

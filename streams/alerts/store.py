@@ -16,10 +16,8 @@ import orjson
 import psycopg
 
 from tracekit.avro.wire import AvroCodec
+from tracekit.names import ALERT, ALERTS_TOPIC
 from tracekit.outbox import enqueue_many
-
-ALERT_SCHEMA = "trace.alerts.Alert"
-ALERTS_TOPIC = "trace.alerts"
 
 
 @dataclass
@@ -84,7 +82,7 @@ class AlertStore:
         retraction stay in order)."""
         headers = {"trace-alert-kind": record["kind"], "trace-rule": record["rule_id"],
                    "trace-observed-at-ms": str(record["observed_at_ms"])}
-        return self.topic, record["alert_id"].encode(), self.codec.encode(ALERT_SCHEMA, record), headers
+        return self.topic, record["alert_id"].encode(), self.codec.encode(ALERT, record), headers
 
     async def _publish(self, cur: psycopg.AsyncCursor[Any], record: dict[str, Any]) -> None:
         await enqueue_many(cur, [self._message(record)])

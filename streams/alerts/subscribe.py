@@ -15,10 +15,10 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from streams.alerts.store import ALERTS_TOPIC
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import DecodeError
 from tracekit.kafka import ensure_topics
+from tracekit.names import ALERT, ALERTS_TOPIC
 
 
 async def alert_stream(
@@ -55,7 +55,7 @@ async def alert_stream(
                 name, alert = codec.decode(value)
             except DecodeError:
                 continue  # not ours to judge here; the delivery job dead-letters it
-            if name != "trace.alerts.Alert" or (rule is not None and alert["rule_id"] != rule):
+            if name != ALERT or (rule is not None and alert["rule_id"] != rule):
                 continue
             yield alert
     finally:

@@ -21,9 +21,9 @@ from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
 from streams.enrich.labels import LabelCache
 from streams.enrich.prices import PriceBook
-from streams.enrich.records import stake_changes_topic, transfers_topic, typed_record
-from streams.hot_sink.plan import BLOCK
+from streams.enrich.records import typed_record
 from tracekit.kafka import EventProducer
+from tracekit.names import BLOCK, stake_changes_topic, transfers_topic
 
 
 def make_app(config: AlertsConfig) -> faust.App:

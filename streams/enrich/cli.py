@@ -10,10 +10,10 @@ import typer
 
 from streams.config import AlertsConfig
 from streams.enrich.labels import LabelStore
-from streams.enrich.records import stake_changes_topic, transfers_topic
-from tracekit.config import dead_letter_topic, load_settings
+from tracekit.config import load_settings
 from tracekit.errors import TraceError
 from tracekit.kafka import ensure_topics
+from tracekit.names import dead_letter_topic, stake_changes_topic, transfers_topic
 
 app = typer.Typer(help="The enrichment worker: typed transfer and stake-change topics.",
                   no_args_is_help=True)

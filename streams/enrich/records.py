@@ -5,17 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from streams.enrich.model import STAKE_CHANGE, ChainEvent
-
-TRANSFER_SCHEMA = "trace.enrich.Transfer"
-STAKE_CHANGE_SCHEMA = "trace.enrich.StakeChange"
-
-
-def transfers_topic(chain_id: int) -> str:
-    return f"trace.chain.{chain_id}.transfers"
-
-
-def stake_changes_topic(chain_id: int) -> str:
-    return f"trace.chain.{chain_id}.stake_changes"
+from tracekit.names import STAKE_CHANGE as STAKE_CHANGE_RECORD
+from tracekit.names import TRANSFER
 
 
 def typed_record(event: ChainEvent) -> tuple[str, dict[str, Any]]:
@@ -32,7 +23,7 @@ def typed_record(event: ChainEvent) -> tuple[str, dict[str, Any]]:
         "idempotency_key": event.key,
     }
     if event.event_type == STAKE_CHANGE:
-        return STAKE_CHANGE_SCHEMA, {
+        return STAKE_CHANGE_RECORD, {
             **common,
             "staking_contract": event.token,
             "delegator": event.from_address,
@@ -40,7 +31,7 @@ def typed_record(event: ChainEvent) -> tuple[str, dict[str, Any]]:
             "delegator_labels": sorted(event.from_labels),
             "validator_labels": sorted(event.to_labels),
         }
-    return TRANSFER_SCHEMA, {
+    return TRANSFER, {
         **common,
         "token": event.token,
         "from_address": event.from_address,

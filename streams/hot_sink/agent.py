@@ -21,8 +21,9 @@ from prometheus_client import Counter, Histogram
 from streams.chain_app import chain_app, decode_batch
 from streams.config import SinkConfig
 from streams.deadletter import send_to_dead_letter
-from streams.hot_sink.plan import REORG, plan
+from streams.hot_sink.plan import plan
 from streams.hot_sink.writer import HotTableWriter
+from tracekit.names import REORG
 
 log = logging.getLogger("trace.sink")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from streams.config import SinkConfig
-from tracekit.config import dead_letter_topic, load_settings
+from tracekit.config import load_settings
 from tracekit.kafka import ensure_topics
+from tracekit.names import dead_letter_topic
 
 app = typer.Typer(help="The Faust hot-table sink.", no_args_is_help=True)
 

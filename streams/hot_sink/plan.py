@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-BLOCK = "trace.chain.Block"
-REORG = "trace.chain.Reorg"
+from tracekit.names import BLOCK, REORG
 
 BLOCK_COLUMNS = (
     "chain_id", "block_number", "block_hash", "parent_hash", "timestamp", "author", "gas_used",

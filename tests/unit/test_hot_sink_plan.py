@@ -7,8 +7,6 @@ from typing import Any
 import pytest
 
 from streams.hot_sink.plan import (
-    BLOCK,
-    REORG,
     ApplyReorg,
     InvalidEvent,
     WriteBlocks,
@@ -16,6 +14,7 @@ from streams.hot_sink.plan import (
     check_event,
     plan,
 )
+from tracekit.names import BLOCK, REORG
 
 
 def blk(n: int, h: str, chain: int = 1) -> dict[str, Any]:

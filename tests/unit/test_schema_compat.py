@@ -22,7 +22,8 @@ import fastavro.utils
 import pytest
 
 from tracekit.avro.compat import backward_problems, is_backward_compatible
-from tracekit.avro.schemas import BLOCK, default_schemas, expand_files, read_schema_files
+from tracekit.avro.schemas import default_schemas, expand_files, read_schema_files
+from tracekit.names import BLOCK
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = "schemas/avro"

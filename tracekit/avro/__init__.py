@@ -11,16 +11,13 @@ from __future__ import annotations
 from tracekit.avro.compat import backward_problems, is_backward_compatible
 from tracekit.avro.registry import SchemaRegistryClient, subject_name
 from tracekit.avro.schemas import (
-    BLOCK,
-    LOG,
-    REORG,
-    TRANSACTION,
     RecordSchema,
     SchemaSet,
     default_schemas,
     load_schemas,
 )
 from tracekit.avro.wire import AvroCodec
+from tracekit.names import BLOCK, LOG, REORG, TRANSACTION
 
 __all__ = [
     "BLOCK",

@@ -27,12 +27,6 @@ import fastavro.schema
 from tracekit.avro.names import collect_named, definition_name, expand
 from tracekit.errors import SchemaError
 
-NAMESPACE = "trace.chain"
-TRANSACTION = "trace.chain.Transaction"
-LOG = "trace.chain.Log"
-BLOCK = "trace.chain.Block"
-REORG = "trace.chain.Reorg"
-
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 
 _CRC64_EMPTY = 0xC15D213AA4D7A795
