@@ -36,8 +36,10 @@ from psycopg_pool import AsyncConnectionPool
 from devstack.postgres import PostgresSpec, start_postgres, stop_postgres
 from devstack.process import free_port
 from dispatcher.catalog import JobPolicy, StaticJobCatalog
+from dispatcher.completion import Completion
 from dispatcher.lease import Fence
-from dispatcher.store import Completion, NewTask, TaskStore
+from dispatcher.runs import NewTask
+from dispatcher.store import TaskStore
 from tracekit.db import migrate
 
 JOB = JobPolicy("bench", "noop")

@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from typing import Any
-
-from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.api.models import BackfillRequest
 from dispatcher.catalog import JobCatalog
 from dispatcher.dag.loader import load_builtin_dag
 from dispatcher.dag.store import deploy
-from dispatcher.store import NewTask, TaskStore
+from dispatcher.runs import NewTask
+from dispatcher.store import TaskStore
 from operators.range_splitter import BadRange, SplitJob
 from tracekit.errors import TraceError
 
@@ -42,14 +40,11 @@ async def ensure_backfill_dag(database_url: str, org_id: str) -> int:
     return result.version
 
 
-async def active_version(pool: AsyncConnectionPool[Any], org_id: str) -> int:
-    async with pool.connection() as conn, conn.cursor() as cur:
-        await cur.execute("SELECT version FROM state.dag_versions WHERE org_id = %s AND dag = %s AND active",
-                          (org_id, DAG))
-        row = await cur.fetchone()
-    if row is None:
+async def active_version(store: TaskStore, org_id: str) -> int:
+    version = (await store.active_versions(org_id)).get(DAG)
+    if version is None:
         raise BackfillRefused(f"the {DAG!r} DAG is not deployed for org {org_id!r} (or was retired)")
-    return int(row[0])
+    return version
 
 
 def backfill_job(body: BackfillRequest, chain: str) -> SplitJob:
@@ -75,7 +70,7 @@ async def submit_backfill(store: TaskStore, catalog: JobCatalog, org_id: str, ch
         served = ", ".join(str(c) for c in sorted(chains)) or "none"
         raise BackfillRefused(f"chain {body.chain_id} is not served here (chains: {served})")
     params = backfill_job(body, chains[body.chain_id]).model_dump(mode="json")
-    version = await active_version(store.pool, org_id)
+    version = await active_version(store, org_id)
     jobs = await catalog.jobs(org_id, DAG, version)
     split = jobs.get(SPLIT_JOB)
     if split is None or INGEST_JOB not in jobs:
@@ -84,11 +79,7 @@ async def submit_backfill(store: TaskStore, catalog: JobCatalog, org_id: str, ch
     submitted = await store.submit_run(org_id=org_id, kind="backfill", dag=DAG, dag_version=version,
                                        params=params, submitted_by=submitted_by, tasks=[task],
                                        idempotency_key=idempotency_key)
-    if not submitted.created:
-        async with store.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT params FROM state.runs WHERE run_id = %s", (submitted.run_id,))
-            row = await cur.fetchone()
-        if row is None or row[0] != params:
-            raise BackfillRefused(f"Idempotency-Key {idempotency_key!r} was used for another request"
-                                  f" (run {submitted.run_id}); use a new key")
+    if not submitted.created and await store.run_params(submitted.run_id) != params:
+        raise BackfillRefused(f"Idempotency-Key {idempotency_key!r} was used for another request"
+                              f" (run {submitted.run_id}); use a new key")
     return submitted.run_id, submitted.created

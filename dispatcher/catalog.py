@@ -1,5 +1,5 @@
-"""Which jobs a deployed DAG version has (what their tasks need: operator, datasets, retry
-policy, concurrency, config, triggers).
+"""Which DAG versions are active, and which jobs a deployed DAG version has (what their tasks
+need: operator, datasets, retry policy, concurrency, config, triggers).
 
 A DAG version is immutable once deployed, so its jobs are cached per (org, dag, version). Which
 of them a signal starts is :mod:`dispatcher.triggers` (the rules) and :mod:`dispatcher.scheduler`.
@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.lease import RetryPolicy
+from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError
+
+_SQL = load_queries("dispatcher.sql", "dags.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,13 @@ def policy_from_row(row: Mapping[str, Any]) -> JobPolicy:
     )
 
 
+async def active_versions(cur: psycopg.AsyncCursor[Any], org_id: str) -> dict[str, int]:
+    """The org's DAGs and their active version (in the caller's transaction), by name."""
+    async with cur.connection.cursor() as c:
+        await c.execute(_SQL.sql("active_versions"), (org_id,))
+        return {r[0]: r[1] for r in await c.fetchall()}
+
+
 class JobCatalog(Protocol):
     async def jobs(self, org_id: str, dag: str, version: int) -> Mapping[str, JobPolicy]: ...
 
@@ -68,12 +79,7 @@ class PgJobCatalog:
         key = (org_id, dag, version)
         if key not in self._cache:
             async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(
-                    "SELECT job, operator, max_concurrency, max_attempts, backoff_initial_ms, backoff_max_ms,"
-                    " backoff_multiplier, spec FROM state.dag_jobs"
-                    " WHERE org_id = %s AND dag = %s AND version = %s",
-                    key,
-                )
+                await cur.execute(_SQL.sql("jobs"), key)
                 rows = await cur.fetchall()
             if not rows:
                 raise ConfigError(f"DAG {dag!r} version {version} of org {org_id!r} is not deployed")

@@ -10,10 +10,16 @@ from typing import Any
 
 import orjson
 
-from dispatcher.scheduler import Firing, active_versions
-from dispatcher.store import NotFound, Submitted, TaskStore
+from dispatcher.catalog import active_versions
+from dispatcher.errors import NotFound
+from dispatcher.runs import Submitted
+from dispatcher.store import TaskStore
+from dispatcher.trigger_book import Firing
 from dispatcher.triggers import Signal
+from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError
+
+_SQL = load_queries("dispatcher.sql", "events.sql")
 
 
 class NothingToRun(ConfigError):
@@ -23,8 +29,7 @@ class NothingToRun(ConfigError):
 async def start_manual_run(store: TaskStore, org_id: str, dag: str, params: Mapping[str, Any], *,
                            submitted_by: str, idempotency_key: str | None = None) -> Submitted:
     """One task of each job of ``dag``'s active version that has a ``manual`` trigger."""
-    async with store.pool.connection() as conn, conn.cursor() as cur:
-        version = (await active_versions(cur, org_id)).get(dag)
+    version = (await store.active_versions(org_id)).get(dag)
     if version is None:
         raise NotFound(f"no DAG {dag!r} is deployed (trace dag deploy)")
     jobs = await store.triggers.manual_jobs(org_id, dag, version)
@@ -48,8 +53,7 @@ async def send_event(store: TaskStore, org_id: str, name: str, key: str | None,
     about = {"name": name, "key": key, "payload": dict(payload)}
     runs = []
     async with store.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:  # all or nothing
-        await cur.execute("INSERT INTO state.external_events (org_id, name, key, payload, received_from)"
-                          " VALUES (%s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING RETURNING received_at",
+        await cur.execute(_SQL.sql("insert_external_event"),
                           (org_id, name, key, orjson.dumps(about["payload"]).decode(), submitted_by))
         if await cur.fetchone() is None:
             return False, key, []

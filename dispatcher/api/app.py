@@ -29,12 +29,15 @@ from dispatcher.api.deps import ApiConfig, Deps
 from dispatcher.api.deps import public as public_auth
 from dispatcher.backfill import ensure_backfill_dag
 from dispatcher.catalog import PgJobCatalog
-from dispatcher.store import NotAllowed, NotFound, TaskStore
+from dispatcher.errors import NotAllowed, NotFound
+from dispatcher.store import TaskStore
 from dispatcher.views import Views
 from streams.alerts.subscribe import alert_stream
+from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError, RetryableError
 
 log = logging.getLogger("trace.api")
+_AUDIT = load_queries("dispatcher.sql", "audit.sql")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 422: "invalid_request", 503: "unavailable"}
@@ -134,8 +137,7 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
                 try:
                     async with audit_pool.connection() as conn:
                         await conn.execute(
-                            "INSERT INTO state.audit_log (org_id, actor, method, path, query, status, client,"
-                            " request_id, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            _AUDIT.sql("insert"),
                             (config.org_id, _clean(str(request.state.actor)), request.method,
                              _clean(request.url.path), _clean(request.url.query), status,
                              request.client.host if request.client else None, _clean(request_id)[:200],

@@ -16,6 +16,8 @@ from fastapi import APIRouter
 from dispatcher import tokens
 from dispatcher.api.deps import D, Deps, TaskToken, Worker, problem
 from dispatcher.api.models import Problem
+from dispatcher.completion import Completion, Output
+from dispatcher.errors import NotAllowed
 from dispatcher.lease import Fence
 from dispatcher.protocol import (
     CompleteRequest,
@@ -28,7 +30,7 @@ from dispatcher.protocol import (
     HeartbeatResponse,
     LeasedTask,
 )
-from dispatcher.store import Completion, Event, NotAllowed, Output
+from dispatcher.store import Event
 
 router = APIRouter(prefix="/internal", tags=["workers"],
                    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},

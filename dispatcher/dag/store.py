@@ -3,18 +3,15 @@
 Every change is ONE transaction under a per-org advisory lock, so concurrent deploys never make
 two versions with one number, and dataset ownership (one producing DAG per dataset, across DAGs)
 is checked and claimed without races. A refused deploy leaves everything as it was. The queries
-are in ``queries.sql``; the tables in migration ``0006_dags.sql``.
+are in ``dispatcher/sql/dags.sql``; the tables in migration ``0006_dags.sql``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import psycopg
@@ -29,21 +26,13 @@ from dispatcher.dag.job_spec import JobSpec
 from dispatcher.dag.loader import DagSource
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 from tracekit.db import connect
+from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError
 
 Cursor = psycopg.Cursor[dict[str, Any]]
 
 
-@cache
-def queries() -> dict[str, str]:
-    """The named queries of ``queries.sql`` (``-- name: x`` starts query ``x``)."""
-    text = resources.files("dispatcher.dag").joinpath("queries.sql").read_text(encoding="utf-8")
-    parts = re.split(r"^-- name: (\w+)[ \t]*$", text, flags=re.MULTILINE)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-def _q(name: str) -> bytes:
-    return queries()[name].encode()
+_SQL = load_queries("dispatcher.sql", "dags.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +129,7 @@ def _version(row: dict[str, Any], org: str, dag: str) -> DagVersion:
 
 
 def _owned_elsewhere(cur: Cursor, org: str, dag: str, datasets: Sequence[str], doing: str) -> None:
-    cur.execute(_q("foreign_producers"), {"org": org, "dag": dag, "datasets": list(datasets)})
+    cur.execute(_SQL.sql("foreign_producers"), {"org": org, "dag": dag, "datasets": list(datasets)})
     rows = cur.fetchall()
     if len(rows) == 1:
         row = rows[0]
@@ -161,11 +150,11 @@ def _set_producer(cur: Cursor, org: str, dag: str, version: int, datasets: Seque
                   ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Make ``dag`` the producer of exactly ``datasets``; returns (claimed, released)."""
     params = {"org": org, "dag": dag, "version": version, "datasets": list(datasets)}
-    cur.execute(_q("owned_datasets"), params)
+    cur.execute(_SQL.sql("owned_datasets"), params)
     owned = {row["dataset_id"] for row in cur.fetchall()}
-    cur.execute(_q("release_datasets"), params)
+    cur.execute(_SQL.sql("release_datasets"), params)
     released = tuple(sorted(row["dataset_id"] for row in cur.fetchall()))
-    cur.execute(_q("claim_datasets"), params)
+    cur.execute(_SQL.sql("claim_datasets"), params)
     if cur.rowcount != len(set(datasets)):
         _owned_elsewhere(cur, org, dag, datasets, "deploy")
     return tuple(sorted(set(datasets) - owned)), released
@@ -204,8 +193,8 @@ def deploy(url: str, spec: DagSpec, source: DagSource, deployed_by: str, *, dry:
     org, dag, new_digest = spec.org, spec.dag, digest(spec)
     try:
         with _transaction(url) as cur:
-            cur.execute(_q("lock_org"), {"org": org})
-            cur.execute(_q("active_version"), {"org": org, "dag": dag})
+            cur.execute(_SQL.sql("lock_org"), {"org": org})
+            cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
             active = cur.fetchone()
             old = stored_spec(active["spec"], dag, active["version"]) if active else None
             change = diff(old, spec)
@@ -213,15 +202,16 @@ def deploy(url: str, spec: DagSpec, source: DagSource, deployed_by: str, *, dry:
             _owned_elsewhere(cur, org, dag, spec.output_datasets, "deploy")
             if active is not None and active["digest"] == new_digest:
                 return DeployResult(org, dag, active["version"], False, new_digest, previous, change, dry=dry)
-            cur.execute(_q("next_version"), {"org": org, "dag": dag})
+            cur.execute(_SQL.sql("next_version"), {"org": org, "dag": dag})
             version = int(cur.fetchone()["version"])  # type: ignore[index]
-            cur.execute(_q("deactivate"), {"org": org, "dag": dag})
-            cur.execute(_q("insert_version"), {
+            cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
+            cur.execute(_SQL.sql("insert_version"), {
                 "org": org, "dag": dag, "version": version, "digest": new_digest,
                 "spec": Jsonb(spec.to_json()), "source_yaml": source.text, "source_path": source.path,
                 "deployed_by": deployed_by,
             })
-            cur.executemany(_q("insert_job"), [_job_params(org, dag, version, job) for job in spec.jobs])
+            cur.executemany(_SQL.sql("insert_job"),
+                            [_job_params(org, dag, version, job) for job in spec.jobs])
             claimed, released = _set_producer(cur, org, dag, version, spec.output_datasets)
             result = DeployResult(org, dag, version, True, new_digest, previous, change, claimed, released,
                                   dry)
@@ -238,24 +228,24 @@ def rollback_to(url: str, org: str, dag: str, version: int) -> RollbackResult:
     Its outputs become the DAG's datasets again; refused when another DAG produces one of them now.
     """
     with _transaction(url) as cur:
-        cur.execute(_q("lock_org"), {"org": org})
-        cur.execute(_q("version"), {"org": org, "dag": dag, "version": version})
+        cur.execute(_SQL.sql("lock_org"), {"org": org})
+        cur.execute(_SQL.sql("version"), {"org": org, "dag": dag, "version": version})
         target = cur.fetchone()
         if target is None:
-            cur.execute(_q("next_version"), {"org": org, "dag": dag})
+            cur.execute(_SQL.sql("next_version"), {"org": org, "dag": dag})
             latest = int(cur.fetchone()["version"]) - 1  # type: ignore[index]
             if latest == 0:
                 raise DagNotFound(f"dag {dag!r} of org {org!r} has never been deployed")
             raise DagVersionNotFound(f"dag {dag!r} has no version {version} (versions 1-{latest})")
-        cur.execute(_q("active_version"), {"org": org, "dag": dag})
+        cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
         active = cur.fetchone()
         previous = active["version"] if active else None
         if previous == version:
             return RollbackResult(org, dag, version, previous, False)
         spec = stored_spec(target["spec"], dag, version)
         _owned_elsewhere(cur, org, dag, spec.output_datasets, f"roll back to version {version} of")
-        cur.execute(_q("deactivate"), {"org": org, "dag": dag})
-        cur.execute(_q("activate"), {"org": org, "dag": dag, "version": version})
+        cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
+        cur.execute(_SQL.sql("activate"), {"org": org, "dag": dag, "version": version})
         claimed, released = _set_producer(cur, org, dag, version, spec.output_datasets)
         return RollbackResult(org, dag, version, previous, True, claimed, released)
 
@@ -266,11 +256,11 @@ def retire(url: str, org: str, dag: str) -> tuple[int | None, tuple[str, ...]]:
     Returns the version that was active (None: none was) and the datasets released.
     """
     with _transaction(url) as cur:
-        cur.execute(_q("lock_org"), {"org": org})
-        cur.execute(_q("active_version"), {"org": org, "dag": dag})
+        cur.execute(_SQL.sql("lock_org"), {"org": org})
+        cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
         active = cur.fetchone()
-        cur.execute(_q("deactivate"), {"org": org, "dag": dag})
-        cur.execute(_q("release_datasets"), {"org": org, "dag": dag, "datasets": []})
+        cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
+        cur.execute(_SQL.sql("release_datasets"), {"org": org, "dag": dag, "datasets": []})
         released = tuple(sorted(row["dataset_id"] for row in cur.fetchall()))
         return (active["version"] if active else None), released
 
@@ -281,14 +271,14 @@ def retire(url: str, org: str, dag: str) -> tuple[int | None, tuple[str, ...]]:
 def active_spec(url: str, org: str, dag: str) -> DagVersion | None:
     """The active version of the DAG (with its spec), or None if none is active."""
     with _transaction(url) as cur:
-        cur.execute(_q("active_full"), {"org": org, "dag": dag})
+        cur.execute(_SQL.sql("active_full"), {"org": org, "dag": dag})
         row = cur.fetchone()
     return None if row is None else _version(row, org, dag)
 
 
 def get_version(url: str, org: str, dag: str, version: int) -> DagVersion:
     with _transaction(url) as cur:
-        cur.execute(_q("version"), {"org": org, "dag": dag, "version": version})
+        cur.execute(_SQL.sql("version"), {"org": org, "dag": dag, "version": version})
         row = cur.fetchone()
     if row is None:
         raise DagVersionNotFound(f"dag {dag!r} of org {org!r} has no version {version}")
@@ -298,7 +288,7 @@ def get_version(url: str, org: str, dag: str, version: int) -> DagVersion:
 def list_versions(url: str, org: str, dag: str) -> list[DagVersion]:
     """Every version of the DAG, oldest first."""
     with _transaction(url) as cur:
-        cur.execute(_q("versions"), {"org": org, "dag": dag})
+        cur.execute(_SQL.sql("versions"), {"org": org, "dag": dag})
         rows = cur.fetchall()
     return [_version(row, org, dag) for row in rows]
 
@@ -306,14 +296,14 @@ def list_versions(url: str, org: str, dag: str) -> list[DagVersion]:
 def list_dags(url: str, org: str) -> list[dict[str, Any]]:
     """The active DAGs of the org: dag, version, digest, deployed_at, deployed_by, jobs."""
     with _transaction(url) as cur:
-        cur.execute(_q("dags"), {"org": org})
+        cur.execute(_SQL.sql("dags"), {"org": org})
         return cur.fetchall()
 
 
 def dataset_producers(url: str, org: str) -> dict[str, str]:
     """dataset_id -> the DAG that produces it."""
     with _transaction(url) as cur:
-        cur.execute(_q("producers"), {"org": org})
+        cur.execute(_SQL.sql("producers"), {"org": org})
         return {row["dataset_id"]: row["dag"] for row in cur.fetchall()}
 
 
@@ -331,7 +321,7 @@ def _job_record(row: dict[str, Any] | None, org: str, dag: str) -> JobRecord | N
 
 def _job_query(org: str, dag: str, job: str, version: int | None) -> tuple[bytes, dict[str, Any]]:
     params: dict[str, Any] = {"org": org, "dag": dag, "job": job, "version": version}
-    return (_q("active_job") if version is None else _q("job_at_version")), params
+    return (_SQL.sql("active_job") if version is None else _SQL.sql("job_at_version")), params
 
 
 def active_job(conn: psycopg.Connection[Any], org: str, dag: str, job: str, version: int | None = None

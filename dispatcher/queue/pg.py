@@ -3,7 +3,8 @@
 A received message becomes invisible for ``visibility_s``; unless acknowledged (deleted) it is
 delivered again. A message received ``max_receives`` times without an ack, or nacked on its last
 receive, moves to ``state.queue_dead`` with the last error: a poison message never loops.
-``NOTIFY trace_queue`` wakes waiting receivers at once; they also poll every ``poll_s``.
+``NOTIFY trace_queue`` wakes waiting receivers at once; they also poll every ``poll_s``. The SQL is
+in ``dispatcher/sql/queue.sql``.
 """
 
 from __future__ import annotations
@@ -18,35 +19,14 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.queue.driver import Delivery
+from tracekit.db.queries import load_queries
 from tracekit.errors import RetryableError
 
 log = logging.getLogger("trace.queue.pg")
 
-CHANNEL = "trace_queue"
+CHANNEL = "trace_queue"  # LISTEN'ed as named in queue.sql
 
-_BURY = """
-WITH dead AS (
-    DELETE FROM state.queue_messages
-    WHERE id IN (SELECT id FROM state.queue_messages
-                 WHERE queue = %(queue)s AND visible_at <= clock_timestamp() AND receives >= %(max)s
-                 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
-    RETURNING id, queue, body, receives, last_error, enqueued_at
-)
-INSERT INTO state.queue_dead (id, queue, body, receives, last_error, enqueued_at)
-SELECT id, queue, body, receives,
-       coalesce(last_error, 'received ' || receives || ' times without an ack'), enqueued_at
-FROM dead ON CONFLICT (id) DO NOTHING
-"""
-
-_RECEIVE = """
-UPDATE state.queue_messages m
-SET receives = m.receives + 1,
-    visible_at = clock_timestamp() + make_interval(secs => %(visibility)s)
-WHERE m.id IN (SELECT id FROM state.queue_messages
-               WHERE queue = %(queue)s AND visible_at <= clock_timestamp() AND receives < %(max)s
-               ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED)
-RETURNING m.id, m.body, m.receives
-"""
+_SQL = load_queries("dispatcher.sql", "queue.sql")
 
 
 class PgQueueDriver:
@@ -65,11 +45,8 @@ class PgQueueDriver:
             return
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO state.queue_messages (queue, body) SELECT %s, unnest(%s::bytea[])",
-                    (queue, list(bodies)),
-                )
-                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, queue))
+                await conn.execute(_SQL.sql("publish"), (queue, list(bodies)))
+                await conn.execute(_SQL.sql("notify"), (CHANNEL, queue))
         except psycopg.OperationalError as exc:
             raise RetryableError(f"queue {queue}: publish failed: {exc}") from exc
 
@@ -90,11 +67,11 @@ class PgQueueDriver:
         params = {"queue": queue, "max": self.max_receives, "n": n, "visibility": self.visibility_s}
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                buried = await conn.execute(_BURY, params)
+                buried = await conn.execute(_SQL.sql("bury"), params)
                 if buried.rowcount:
                     log.warning("queue %s: %d poison message(s) moved to state.queue_dead",
                                 queue, buried.rowcount)
-                rows = await (await conn.execute(_RECEIVE, params)).fetchall()
+                rows = await (await conn.execute(_SQL.sql("receive"), params)).fetchall()
         except psycopg.OperationalError as exc:
             raise RetryableError(f"queue {queue}: receive failed: {exc}") from exc
         rows.sort(key=lambda r: r[0])
@@ -104,29 +81,17 @@ class PgQueueDriver:
         if not deliveries:
             return
         async with self.pool.connection() as conn:
-            await conn.execute("DELETE FROM state.queue_messages WHERE id = ANY(%s)",
-                               ([d.receipt for d in deliveries],))
+            await conn.execute(_SQL.sql("ack"), ([d.receipt for d in deliveries],))
 
     async def nack(self, delivery: Delivery, error: str) -> None:
         """Fenced by the receive count: a receipt from before a later receive (the visibility
         timeout ran out and someone else holds the message now) changes nothing."""
         async with self.pool.connection() as conn, conn.transaction():
             if delivery.receives >= self.max_receives:
-                await conn.execute(
-                    "WITH dead AS (DELETE FROM state.queue_messages WHERE id = %s AND receives = %s"
-                    " RETURNING id, queue, body, receives, enqueued_at)"
-                    " INSERT INTO state.queue_dead (id, queue, body, receives, last_error, enqueued_at)"
-                    " SELECT id, queue, body, receives, %s, enqueued_at FROM dead"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (delivery.receipt, delivery.receives, error),
-                )
+                await conn.execute(_SQL.sql("nack_dead"), (delivery.receipt, delivery.receives, error))
             else:
-                await conn.execute(
-                    "UPDATE state.queue_messages SET visible_at = clock_timestamp(), last_error = %s"
-                    " WHERE id = %s AND receives = %s",
-                    (error, delivery.receipt, delivery.receives),
-                )
-                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, delivery.queue))
+                await conn.execute(_SQL.sql("nack_again"), (error, delivery.receipt, delivery.receives))
+                await conn.execute(_SQL.sql("notify"), (CHANNEL, delivery.queue))
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -148,7 +113,7 @@ class PgQueueDriver:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(_SQL.sql("listen"))
                     # a NOTIFY sent before the LISTEN took effect (a fresh driver, a lost
                     # connection) was not heard: every waiter looks at the table again
                     self._notify()

@@ -27,7 +27,8 @@ from dispatcher.publisher import queue_publisher
 from dispatcher.queue import Delivery, QueueDriver
 from dispatcher.queue.kafka import ERROR, RECEIVES, KafkaQueueDriver
 from dispatcher.queue.pg import PgQueueDriver
-from dispatcher.store import NewTask, TaskStore
+from dispatcher.runs import NewTask
+from dispatcher.store import TaskStore
 from tracekit.db import migrate
 from tracekit.errors import RetryableError
 from tracekit.outbox import enqueue

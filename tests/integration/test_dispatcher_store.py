@@ -13,8 +13,10 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.catalog import JobPolicy, StaticJobCatalog
+from dispatcher.completion import Completion, Output
 from dispatcher.lease import Fence, RetryPolicy
-from dispatcher.store import Completion, Event, NewTask, Output, TaskStore
+from dispatcher.runs import NewTask
+from dispatcher.store import Event, TaskStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -2,10 +2,13 @@
 
 -- name: insert
 -- Side effects, one row each: (destination, key, payload, headers, delay in seconds); a row is
--- published no earlier than its delay after the insert.
-INSERT INTO state.outbox (destination, key, payload, headers, available_at)
-SELECT d, k, p, h, clock_timestamp() + make_interval(secs => s)
-FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::float8[]) AS o(d, k, p, h, s);
+-- published no earlier than its delay after it was created (one clock reading for both).
+WITH o AS MATERIALIZED (
+    SELECT d, k, p, h, s, clock_timestamp() AS at
+    FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::float8[]) AS o(d, k, p, h, s)
+)
+INSERT INTO state.outbox (destination, key, payload, headers, created_at, available_at)
+SELECT d, k, p, h, at, at + make_interval(secs => s) FROM o;
 
 -- name: notify
 NOTIFY trace_outbox;

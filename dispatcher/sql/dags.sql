@@ -1,5 +1,6 @@
--- Named queries of dispatcher/dag/store.py (state.dag_versions, state.dag_jobs,
--- state.dataset_producers; migration 0006). Parameters are psycopg %(name)s placeholders.
+-- Named queries of deployed DAGs (state.dag_versions, state.dag_jobs, state.dataset_producers;
+-- migration 0006): deploys, rollbacks, retirements and reads (dispatcher/dag/store.py, with
+-- %(name)s placeholders), and the lookups the dispatcher makes (dispatcher/catalog.py).
 
 -- name: lock_org
 -- Deploys, rollbacks and retirements of one org run one at a time (dataset ownership spans DAGs).
@@ -90,3 +91,13 @@ SELECT j.version, j.job, j.operator, j.activation, j.runtime, j.max_concurrency,
   FROM state.dag_jobs j
   JOIN state.dag_versions v USING (org_id, dag, version)
  WHERE j.org_id = %(org)s AND j.dag = %(dag)s AND j.job = %(job)s AND v.active;
+
+-- name: active_versions
+-- The org's DAGs and their active version.
+SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active ORDER BY dag;
+
+-- name: jobs
+-- The jobs of one version (org, dag, version).
+SELECT job, operator, max_concurrency, max_attempts, backoff_initial_ms, backoff_max_ms,
+       backoff_multiplier, spec FROM state.dag_jobs
+ WHERE org_id = %s AND dag = %s AND version = %s;
