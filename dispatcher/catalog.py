@@ -2,7 +2,7 @@
 need: operator, datasets, retry policy, concurrency, config, triggers).
 
 A DAG version is immutable once deployed, so its jobs are cached per (org, dag, version). Which
-of them a signal starts is :mod:`dispatcher.triggers` (the rules) and :mod:`dispatcher.scheduler`.
+of them a signal starts is :mod:`dispatcher.triggers` (the rules) and :mod:`dispatcher.trigger_book`.
 """
 
 from __future__ import annotations
