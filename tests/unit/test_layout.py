@@ -151,3 +151,34 @@ def test_the_checker_sees_cycles_and_lazy_imports(tmp_path: Path) -> None:
     lazy = tmp_path / "lazy.py"
     lazy.write_text("def f():\n    from tracekit.errors import TraceError\n    return TraceError\n")
     assert list(_imports(lazy, "somewhere.lazy")) == ["tracekit.errors"]
+
+
+def report() -> str:
+    """The figures of the layout: ``python -m tests.unit.test_layout`` prints them."""
+    sizes = sorted(len(p.read_text(encoding="utf-8").splitlines()) for p in modules().values())
+
+    def q(f: float) -> int:
+        return sizes[min(len(sizes) - 1, int(f * len(sizes)))]
+
+    kernel_out = sum(1 for m, ts in graph().items() if m.startswith("tracekit")
+                     for t in ts if not t.startswith("tracekit"))
+    packages: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for module, targets in graph().items():
+        for target in targets:
+            packages[module.split(".")[0]].add(target.split(".")[0])
+    for p in packages:
+        packages[p].discard(p)
+    across = _cycles({k: frozenset(v) for k, v in packages.items()})
+    inside = _cycles(graph())
+    return "\n".join([
+        f"modules: {len(sizes)}; import edges: {sum(len(t) for t in graph().values())}",
+        f"kernel -> component imports: {kernel_out}",
+        f"import cycles between packages: {len(across)} {across}",
+        f"import cycles between modules: {len(inside)} {inside}",
+        f"module lines: min {sizes[0]}, p25 {q(0.25)}, median {q(0.5)}, p75 {q(0.75)}, p90 {q(0.9)},"
+        f" max {sizes[-1]}; > 500 lines: {sum(s > 500 for s in sizes)}",
+    ])
+
+
+if __name__ == "__main__":
+    print(report())
