@@ -1,8 +1,8 @@
 """DAG files -> :class:`DagSpec`, with every problem reported as ``FILE:LINE: location: reason``.
 
-The YAML is composed into nodes (which keep their marks), turned into plain data and a map from
-each location (``("jobs", 1, "scaling", "max_concurrency")``) to its line, then validated by the
-models and :mod:`dispatcher.dag.checks`. Every problem of the file is reported, not just the first:
+The YAML is loaded by :mod:`tracekit.yamlfile` into plain data and a map from each location
+(``("jobs", 1, "scaling", "max_concurrency")``) to its line, then validated by the models and
+:mod:`dispatcher.dag.checks`. Every problem of the file is reported, not just the first:
 when the models reject the file, each job that is valid on its own still goes through the checks.
 
 Scalars follow YAML 1.2: only ``true``/``false`` are booleans (``on:`` stays a key, ``no`` a
@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -40,6 +39,7 @@ from dispatcher.dag.job_spec import (
     WriteSpec,
 )
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
+from tracekit.yamlfile import YamlDoc, YamlError, load_yaml, nearest_line, read_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,126 +57,11 @@ class LoadedDag:
     lines: Mapping[Loc, int]  # location -> 1-based line
 
     def line_of(self, loc: Loc) -> int:
-        return line_of(self.lines, loc)
+        """The line of ``loc``, or of its nearest ancestor in the file (a missing key: its mapping)."""
+        return nearest_line(self.lines, loc)
 
     def where(self, loc: Loc) -> str:
         return f"{self.source.path}:{self.line_of(loc)}"
-
-
-def line_of(lines: Mapping[Loc, int], loc: Loc) -> int:
-    """The line of ``loc``, or of its nearest ancestor in the file (a missing key: its mapping)."""
-    for end in range(len(loc), -1, -1):
-        line = lines.get(loc[:end])
-        if line is not None:
-            return line
-    return 1
-
-
-# ---------------------------------------------------------------------------------- YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core scalars (see the module docstring)."""
-
-
-_Loader.yaml_implicit_resolvers = {}
-for _tag, _regex, _first in (
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
-    ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", list("-+0123456789")),
-    ("tag:yaml.org,2002:float",
-     r"^[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)$",
-     list("-+0123456789.")),
-    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-    ("tag:yaml.org,2002:merge", r"^(?:<<)$", ["<"]),
-):
-    _Loader.add_implicit_resolver(_tag, re.compile(_regex), _first)
-
-
-def _yaml_problem(path: str, exc: yaml.YAMLError) -> DagValidationError:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        reason = ": ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
-        if exc.context_mark is not None and exc.problem_mark is not None \
-                and exc.context_mark.line != exc.problem_mark.line:
-            reason += f" (it started on line {exc.context_mark.line + 1})"
-        return DagValidationError([f"{path}:{line}: invalid YAML: {reason}"])
-    return DagValidationError([f"{path}:1: invalid YAML: {exc}"])
-
-
-class _Builder:
-    """Plain data from composed nodes, recording each location's line and structural issues."""
-
-    def __init__(self, loader: _Loader) -> None:
-        self.loader = loader
-        self.lines: dict[Loc, int] = {}
-        self.issues: list[Issue] = []
-        self._open: set[int] = set()
-
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        if id(node) in self._open:
-            self.issues.append(Issue(loc, "an alias refers to the mapping or list that contains it"))
-            return None
-        if isinstance(node, yaml.MappingNode):
-            self._open.add(id(node))
-            try:
-                return self._mapping(node, loc)
-            finally:
-                self._open.discard(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            self._open.add(id(node))
-            try:
-                out = []
-                for index, item in enumerate(node.value):
-                    self.lines[(*loc, index)] = item.start_mark.line + 1
-                    out.append(self.build(item, (*loc, index)))
-                return out
-            finally:
-                self._open.discard(id(node))
-        return self.loader.construct_object(node, deep=True)
-
-    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
-        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
-        self.loader.flatten_mapping(node)  # merge keys (<<): their entries first, then the node's own
-        merged, entries = node.value[:len(node.value) - own], node.value[len(node.value) - own:]
-        out: dict[str, Any] = {}
-        for key_node, value_node in entries:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.issues.append(Issue(loc, "a key must be a string, not a mapping or list", line))
-                continue
-            key = self.loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                self.issues.append(Issue(loc, f"a key must be a string, not {key!r} (quote it)", line))
-                continue
-            if key in out:
-                self.issues.append(Issue((*loc, key), f"duplicate key {key!r} (first on line "
-                                                      f"{self.lines[(*loc, key)]})", line))
-                continue
-            self.lines[(*loc, key)] = line
-            out[key] = self.build(value_node, (*loc, key))
-        for key_node, value_node in reversed(merged):  # the node's own keys win, then the first merged
-            key = self.loader.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key not in out:
-                self.lines[(*loc, key)] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, (*loc, key))
-        return out
-
-
-def _compose(text: str, path: str) -> tuple[Any, dict[Loc, int], list[Issue]]:
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise DagValidationError([f"{path}:1: the file is empty; a DAG file maps dag, jobs, ..."])
-        builder = _Builder(loader)
-        builder.lines[()] = node.start_mark.line + 1
-        data = builder.build(node, ())
-    except yaml.YAMLError as exc:
-        raise _yaml_problem(path, exc) from exc
-    finally:
-        loader.dispose()
-    return data, builder.lines, builder.issues
 
 
 # ---------------------------------------------------------------------- pydantic -> messages
@@ -315,27 +200,36 @@ def _validate(data: Any) -> tuple[DagSpec | None, list[Issue]]:
 
 def format_issues(path: str, lines: Mapping[Loc, int], issues: Sequence[Issue]) -> list[str]:
     """``FILE:LINE: loc: reason`` lines, in file order, without repeats."""
-    located = sorted({(i.line or line_of(lines, i.loc), format_loc(i.loc), i.message) for i in issues})
+    located = sorted({(i.line or nearest_line(lines, i.loc), format_loc(i.loc), i.message) for i in issues})
     return [f"{path}:{line}: {loc}: {msg}" if loc else f"{path}:{line}: {msg}" for line, loc, msg in located]
 
 
 def parse_dag(text: str, path: str = "<string>") -> LoadedDag:
     """Parse and validate one DAG file's text; raises DagValidationError with every problem."""
-    data, lines, issues = _compose(text, path)
-    spec, more = _validate(data)
-    issues = issues + more
-    if issues or spec is None:
-        raise DagValidationError(format_issues(path, lines, issues) or [f"{path}:1: invalid DAG"])
-    return LoadedDag(spec, DagSource(path, text), lines)
+    try:
+        doc = load_yaml(text, path)
+    except YamlError as exc:
+        raise DagValidationError([str(exc)]) from exc
+    return _loaded(doc)
 
 
 def load_dag_file(path: str | Path) -> LoadedDag:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DagValidationError([f"{path}: cannot read: {reason}"]) from exc
-    return parse_dag(text, str(path))
+        doc = read_yaml(path)
+    except YamlError as exc:
+        raise DagValidationError([str(exc)]) from exc
+    return _loaded(doc)
+
+
+def _loaded(doc: YamlDoc) -> LoadedDag:
+    path = doc.source
+    if doc.empty:
+        raise DagValidationError([f"{path}:1: the file is empty; a DAG file maps dag, jobs, ..."])
+    spec, more = _validate(doc.data)
+    issues = [Issue(issue.loc, issue.message, issue.line) for issue in doc.issues] + more
+    if issues or spec is None:
+        raise DagValidationError(format_issues(path, doc.lines, issues) or [f"{path}:1: invalid DAG"])
+    return LoadedDag(spec, DagSource(path, doc.text), doc.lines)
 
 
 def check_together(dags: Sequence[LoadedDag]) -> list[str]:

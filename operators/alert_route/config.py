@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from tracekit.errors import ConfigError
+from tracekit.yamlfile import YamlDoc, load_yaml, read_yaml
 
 SEVERITIES = ("debug", "info", "low", "medium", "warning", "high", "error", "critical")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -146,27 +146,6 @@ def url_allowed(url: str, allowlist: tuple[str, ...] | list[str]) -> bool:
     return False
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """1-based line of the YAML node at ``loc`` (the deepest one that exists)."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for key in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == key:
-                    child = v
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            child = node.value[key]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
 def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -177,24 +156,30 @@ def _where(loc: tuple[int | str, ...]) -> str:
 def parse_routes(text: str, source: str = "<routes>",
                  environ: dict[str, str] | None = None) -> tuple[RoutesConfig, dict[str, SecretStr]]:
     """``(config, webhook secrets by route name)`` from YAML text; :class:`ConfigError` if bad."""
+    return _validate(load_yaml(text, source, scalars="yaml1.1"), environ)
+
+
+def load_routes(path: str | Path, environ: dict[str, str] | None = None,
+                ) -> tuple[RoutesConfig, dict[str, SecretStr]]:
+    """Read and validate the routes file at ``path``."""
+    return _validate(read_yaml(path, scalars="yaml1.1"), environ)
+
+
+def _validate(doc: YamlDoc, environ: dict[str, str] | None) -> tuple[RoutesConfig, dict[str, SecretStr]]:
     env = dict(os.environ) if environ is None else environ
-    try:
-        root = yaml.compose(text)
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: the routes file must be a mapping with a `routes:` list")
+    source = doc.source
 
     def fail(loc: tuple[int | str, ...], msg: str) -> ConfigError:
-        line = _line_of(root, loc)
-        return ConfigError(f"{source}{'' if line is None else f':{line}'}: {_where(loc)}: {msg}")
+        return ConfigError(f"{source}:{doc.value_line(loc)}: {_where(loc)}: {msg}")
+
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{source}:1: the routes file must be a mapping with a `routes:` list")
+    if doc.issues:
+        issue = doc.issues[0]
+        raise ConfigError(f"{source}:{issue.line}: {_where(issue.loc)}: {issue.message}")
 
     try:
-        config = RoutesConfig.model_validate(data)
+        config = RoutesConfig.model_validate(doc.data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(p for p in first["loc"] if p not in ("webhook", "email"))
@@ -216,12 +201,3 @@ def parse_routes(text: str, source: str = "<routes>",
             secrets[route.name] = SecretStr(secret)
     return config, secrets
 
-
-def load_routes(path: str | Path, environ: dict[str, str] | None = None,
-                ) -> tuple[RoutesConfig, dict[str, SecretStr]]:
-    """Read and validate the routes file at ``path``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the alert routes file {path}: {exc.strerror or exc}") from exc
-    return parse_routes(text, str(path), environ)

@@ -1,10 +1,10 @@
 """The alert rule language: YAML rule files parsed into frozen, validated :class:`Rule` s.
 
 A rule file is ``rules: [ {id, description?, severity?, tier?, when: {...}} ]``; the language is
-described, with examples, in ``docs/alert-rules.md``. Parsing keeps line numbers (a SafeLoader
-that records where each mapping, key and value starts) so that every problem is reported as a
-:class:`RuleError` whose message is ``FILE:LINE: reason``. Nothing here does I/O except
-:func:`load_rule_files`, which reads the files it is given.
+described, with examples, in ``docs/alert-rules.md``. Parsing keeps line numbers
+(:mod:`tracekit.yamlfile`, with YAML 1.1 scalars except that ``0x...`` stays a string) so that
+every problem is reported as a :class:`RuleError` whose message is ``FILE:LINE: reason``.
+Nothing here does I/O except :func:`load_rule_files`, which reads the files it is given.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tracekit.errors import TraceError
+from tracekit.yamlfile import Loc, YamlDoc, YamlError, load_yaml
 
 TRANSFER = "transfer"
 STAKE_CHANGE = "stake_change"
@@ -265,92 +264,13 @@ class RuleSet:
         return cls(tuple(Rule.from_dict(r) for r in doc["rules"]))
 
 
-# --------------------------------------------------------------------------- YAML with lines
-
-
-class _Map(dict[Any, Any]):
-    """A YAML mapping that knows the (1-based) lines of itself, its keys and its values."""
-
-    line: int
-    key_lines: dict[Any, int]
-    value_lines: dict[Any, int]
-
-
-class _Seq(list[Any]):
-    """A YAML sequence that knows the lines of itself and of its items."""
-
-    line: int
-    item_lines: list[int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader recording start marks; unquoted ``0x...`` stays a string (addresses)."""
-
-    source = "<rules>"
-
-
-def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Iterator[_Map]:
-    data = _Map()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    data.value_lines = {}
-    yield data
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            raise RuleError(f"{loader.source}:{line}: mapping keys must be plain scalars")
-        if key in data:
-            raise RuleError(f"{loader.source}:{line}: duplicate key {key!r}")
-        data[key] = loader.construct_object(value_node, deep=True)
-        data.key_lines[key] = line
-        data.value_lines[key] = value_node.start_mark.line + 1
-
-
-def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> Iterator[_Seq]:
-    data = _Seq()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [item.start_mark.line + 1 for item in node.value]
-    yield data
-    data.extend(loader.construct_object(item, deep=True) for item in node.value)
-
-
-def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int | str:
-    text = str(loader.construct_scalar(node))
-    if text.lstrip("+-")[:2].lower() == "0x":
-        return text
-    return int(loader.construct_yaml_int(node))
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-_LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    loader = _LineLoader(text)
-    loader.source = source
-    try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        reason = exc.problem or exc.context or "syntax error"
-        raise RuleError(f"{source}:{line}: invalid YAML: {reason}") from exc
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{source}:1: invalid YAML: {exc}") from exc
-    finally:
-        loader.dispose()
-
-
 # --------------------------------------------------------------------------- validation
 
 
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {_Map: "mapping", _Seq: "list", bool: "boolean", str: "string", int: "integer"}.get(
+    return {dict: "mapping", list: "list", bool: "boolean", str: "string", int: "integer"}.get(
         type(value), type(value).__name__
     )
 
@@ -360,49 +280,58 @@ def _suggest(key: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class _Checker:
-    """Validation of one rule mapping; every error names the file and line."""
+def _value(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
 
-    def __init__(self, source: str, rule_id: str, mapping: _Map) -> None:
-        self.source = source
+
+class _Checker:
+    """Validation of one rule of a file; every error names the file and line.
+
+    Mappings are named by their location in the file (``("rules", 0, "when")``); ``line`` is where
+    a value starts, :meth:`YamlDoc.line` where its key is.
+    """
+
+    def __init__(self, doc: YamlDoc, rule_id: str) -> None:
+        self.doc = doc
         self.rule_id = rule_id
-        self.map = mapping
 
     def fail(self, line: int, reason: str) -> RuleError:
-        return RuleError(f"{self.source}:{line}: rule {self.rule_id!r} {reason}")
+        return RuleError(f"{self.doc.source}:{line}: rule {self.rule_id!r} {reason}")
 
-    @staticmethod
-    def line_of(mapping: _Map, key: str) -> int:
-        return mapping.value_lines.get(key, mapping.line)
+    def value(self, loc: Loc) -> Any:
+        return _value(self.doc.data, loc)
 
-    def known_keys(self, mapping: _Map, known: Sequence[str], where: str) -> None:
-        for key in mapping:
+    def line(self, loc: Loc) -> int:
+        return self.doc.value_line(loc)
+
+    def known_keys(self, at: Loc, known: Sequence[str], where: str) -> None:
+        for key in self.value(at):
             if key not in known:
-                line = mapping.key_lines.get(key, mapping.line)
-                if not isinstance(key, str):
-                    raise self.fail(line, f"has a non-string key {key!r}{where}")
+                line = self.doc.line((*at, key))
                 raise self.fail(line, f"has unknown key {key!r}{where}{_suggest(key, known)}")
 
-    def string(self, mapping: _Map, key: str) -> str:
-        value = mapping[key]
+    def string(self, at: Loc, key: str) -> str:
+        value = self.value((*at, key))
         if not isinstance(value, str):
-            raise self.fail(self.line_of(mapping, key), f"{key!r} must be a string, not {_type_name(value)}")
+            raise self.fail(self.line((*at, key)), f"{key!r} must be a string, not {_type_name(value)}")
         return value
 
-    def choice(self, mapping: _Map, key: str, allowed: Sequence[str]) -> str:
-        value = self.string(mapping, key)
+    def choice(self, at: Loc, key: str, allowed: Sequence[str]) -> str:
+        value = self.string(at, key)
         if value not in allowed:
             raise self.fail(
-                self.line_of(mapping, key),
+                self.line((*at, key)),
                 f"has invalid {key} {value!r}: expected one of {', '.join(allowed)}"
                 f"{_suggest(value, allowed)}",
             )
         return value
 
-    def integer(self, mapping: _Map, key: str, *, minimum: int = 0, strings: bool = False) -> int:
+    def integer(self, at: Loc, key: str, *, minimum: int = 0, strings: bool = False) -> int:
         """A non-negative (or >= minimum) integer; ``strings`` also accepts a string of digits."""
-        value = mapping[key]
-        line = self.line_of(mapping, key)
+        value = self.value((*at, key))
+        line = self.line((*at, key))
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise self.fail(line, f"{key!r} must be an integer, not {_type_name(value)}")
         if isinstance(value, str):
@@ -415,10 +344,10 @@ class _Checker:
             raise self.fail(line, f"{key!r} must be >= {minimum}, not {value}")
         return value
 
-    def number(self, mapping: _Map, key: str) -> Decimal:
+    def number(self, at: Loc, key: str) -> Decimal:
         """A finite, non-negative decimal (YAML int, float, or a numeric string)."""
-        value = mapping[key]
-        line = self.line_of(mapping, key)
+        value = self.value((*at, key))
+        line = self.line((*at, key))
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise self.fail(line, f"{key!r} must be a number, not {_type_name(value)}")
         try:
@@ -431,27 +360,27 @@ class _Checker:
             raise self.fail(line, f"{key!r} must be >= 0, not {value}")
         return number
 
-    def items(self, mapping: _Map, key: str) -> list[tuple[Any, int]]:
+    def items(self, at: Loc, key: str) -> list[tuple[Any, int]]:
         """A scalar or a non-empty list, as (item, line) pairs."""
-        value = mapping[key]
-        line = self.line_of(mapping, key)
-        if isinstance(value, _Seq):
+        loc = (*at, key)
+        value = self.value(loc)
+        if isinstance(value, list):
             if not value:
-                raise self.fail(line, f"{key!r} is an empty list")
-            return list(zip(value, value.item_lines, strict=True))
-        return [(value, line)]
+                raise self.fail(self.line(loc), f"{key!r} is an empty list")
+            return [(item, self.doc.line((*loc, index))) for index, item in enumerate(value)]
+        return [(value, self.line(loc))]
 
-    def addresses(self, mapping: _Map, key: str) -> frozenset[str]:
+    def addresses(self, at: Loc, key: str) -> frozenset[str]:
         out = set()
-        for item, line in self.items(mapping, key):
+        for item, line in self.items(at, key):
             if not isinstance(item, str) or not _ADDRESS.fullmatch(item):
                 raise self.fail(line, f"has a bad address in {key!r}: {item!r} (expected 0x + 40 hex digits)")
             out.add(item.lower())
         return frozenset(out)
 
-    def names(self, mapping: _Map, key: str, allowed: Sequence[str] | None = None) -> frozenset[str]:
+    def names(self, at: Loc, key: str, allowed: Sequence[str] | None = None) -> frozenset[str]:
         out = set()
-        for item, line in self.items(mapping, key):
+        for item, line in self.items(at, key):
             if not isinstance(item, str) or not item:
                 raise self.fail(line, f"{key!r} items must be non-empty strings, not {item!r}")
             if allowed is not None and item not in allowed:
@@ -464,95 +393,99 @@ class _Checker:
         return frozenset(out)
 
 
-def _parse_window(c: _Checker, when: _Map) -> Window:
-    value = when["window"]
-    line = c.line_of(when, "window")
-    if not isinstance(value, _Map):
+def _parse_window(c: _Checker, when: Loc) -> Window:
+    at = (*when, "window")
+    value = c.value(at)
+    line = c.line(at)
+    if not isinstance(value, dict):
         raise c.fail(line, f"'window' must be a mapping, not {_type_name(value)}")
-    c.known_keys(value, _WINDOW_KEYS, " in 'window'")
+    c.known_keys(at, _WINDOW_KEYS, " in 'window'")
     if "blocks" not in value:
-        raise c.fail(value.line, "has a window without 'blocks'")
-    blocks = c.integer(value, "blocks", minimum=1)
+        raise c.fail(line, "has a window without 'blocks'")
+    blocks = c.integer(at, "blocks", minimum=1)
     has_count, has_sum = "count_over" in value, "sum_over" in value
     if has_count and has_sum:
-        raise c.fail(value.line, "has a window with both 'count_over' and 'sum_over' (choose one)")
+        raise c.fail(line, "has a window with both 'count_over' and 'sum_over' (choose one)")
     if not (has_count or has_sum):
-        raise c.fail(value.line, "has a window without 'count_over' or 'sum_over'")
-    count_over = c.integer(value, "count_over") if has_count else None
-    sum_over = c.integer(value, "sum_over", strings=True) if has_sum else None
-    group_by = c.choice(value, "group_by", GROUP_BY) if "group_by" in value else None
+        raise c.fail(line, "has a window without 'count_over' or 'sum_over'")
+    count_over = c.integer(at, "count_over") if has_count else None
+    sum_over = c.integer(at, "sum_over", strings=True) if has_sum else None
+    group_by = c.choice(at, "group_by", GROUP_BY) if "group_by" in value else None
     return Window(blocks=blocks, count_over=count_over, sum_over=sum_over, group_by=group_by)
 
 
-def _parse_rule(source: str, item: Any, line: int) -> Rule:
-    if not isinstance(item, _Map):
+def _parse_rule(doc: YamlDoc, index: int) -> Rule:
+    source = doc.source
+    at: Loc = ("rules", index)
+    item = _value(doc.data, at)
+    line = doc.line(at)
+    if not isinstance(item, dict):
         raise RuleError(f"{source}:{line}: each rule must be a mapping, not {_type_name(item)}")
     raw_id = item.get("id")
     if "id" not in item:
-        raise RuleError(f"{source}:{item.line}: rule without 'id'")
+        raise RuleError(f"{source}:{line}: rule without 'id'")
     if not isinstance(raw_id, str) or not _RULE_ID.fullmatch(raw_id):
         raise RuleError(
-            f"{source}:{item.value_lines['id']}: bad rule id {raw_id!r}"
+            f"{source}:{doc.value_line((*at, 'id'))}: bad rule id {raw_id!r}"
             " (letters, digits, '_', '.', ':', '-'; at most 128 characters)"
         )
-    c = _Checker(source, raw_id, item)
-    c.known_keys(item, _RULE_KEYS, "")
-    description = c.string(item, "description") if "description" in item else ""
-    severity = c.choice(item, "severity", SEVERITIES) if "severity" in item else "info"
-    tier = c.choice(item, "tier", TIERS) if "tier" in item else "instant"
+    c = _Checker(doc, raw_id)
+    c.known_keys(at, _RULE_KEYS, "")
+    description = c.string(at, "description") if "description" in item else ""
+    severity = c.choice(at, "severity", SEVERITIES) if "severity" in item else "info"
+    tier = c.choice(at, "tier", TIERS) if "tier" in item else "instant"
     if "when" not in item:
-        raise c.fail(item.line, "has no 'when'")
+        raise c.fail(line, "has no 'when'")
+    at_when = (*at, "when")
     when = item["when"]
-    if not isinstance(when, _Map):
-        raise c.fail(c.line_of(item, "when"), f"'when' must be a mapping, not {_type_name(when)}")
+    if not isinstance(when, dict):
+        raise c.fail(c.line(at_when), f"'when' must be a mapping, not {_type_name(when)}")
     if "event" not in when:
-        raise c.fail(when.line, "has no 'event' in 'when'")
-    event = c.choice(when, "event", EVENT_TYPES)
+        raise c.fail(c.line(at_when), "has no 'event' in 'when'")
+    event = c.choice(at_when, "event", EVENT_TYPES)
     allowed = _WHEN_KEYS[event]
     for key in when:
         if key == "event" or key in allowed:
             continue
-        key_line = when.key_lines.get(key, when.line)
-        if isinstance(key, str) and key in _ALL_WHEN_KEYS:
+        key_line = doc.line((*at_when, key))
+        if key in _ALL_WHEN_KEYS:
             owners = sorted({e for e, keys in _WHEN_KEYS.items() if key in keys})
             raise c.fail(key_line, f"has {key!r}, which applies to {' and '.join(owners)} rules, not {event}")
-        if not isinstance(key, str):
-            raise c.fail(key_line, f"has a non-string key {key!r}")
         raise c.fail(key_line, f"has unknown key {key!r}{_suggest(key, ('event', *allowed))}")
     fields: dict[str, Any] = {}
     if event in CHAIN_EVENTS:
         if "action" in when:
-            fields["actions"] = c.names(when, "action", ACTIONS[event])
+            fields["actions"] = c.names(at_when, "action", ACTIONS[event])
         for key, name in (("token", "tokens"), ("from", "from_addresses"), ("to", "to_addresses")):
             if key in when:
-                fields[name] = c.addresses(when, key)
+                fields[name] = c.addresses(at_when, key)
         if "address" in when:
-            fields["addresses"] = c.addresses(when, "address")
+            fields["addresses"] = c.addresses(at_when, "address")
         for key, name in (("label", "labels"), ("from_label", "from_labels"), ("to_label", "to_labels")):
             if key in when:
-                fields[name] = c.names(when, key)
+                fields[name] = c.names(at_when, key)
         if "min_amount" in when:
-            fields["min_amount"] = c.integer(when, "min_amount", strings=True)
+            fields["min_amount"] = c.integer(at_when, "min_amount", strings=True)
         if "max_amount" in when:
-            fields["max_amount"] = c.integer(when, "max_amount", strings=True)
+            fields["max_amount"] = c.integer(at_when, "max_amount", strings=True)
         low, high = fields.get("min_amount"), fields.get("max_amount")
         if low is not None and high is not None and high < low:
-            raise c.fail(c.line_of(when, "max_amount"), "has 'max_amount' below 'min_amount'")
+            raise c.fail(c.line((*at_when, "max_amount")), "has 'max_amount' below 'min_amount'")
         if "min_usd" in when:
-            fields["min_usd"] = c.number(when, "min_usd")
+            fields["min_usd"] = c.number(at_when, "min_usd")
         if "window" in when:
-            fields["window"] = _parse_window(c, when)
+            fields["window"] = _parse_window(c, at_when)
     elif event == REORG:
-        fields["min_depth"] = c.integer(when, "min_depth", minimum=1) if "min_depth" in when else 1
+        fields["min_depth"] = c.integer(at_when, "min_depth", minimum=1) if "min_depth" in when else 1
     else:
         if "min_blocks" not in when and "min_seconds" not in when:
-            raise c.fail(when.line, "is a lag rule without 'min_blocks' or 'min_seconds'")
+            raise c.fail(c.line(at_when), "is a lag rule without 'min_blocks' or 'min_seconds'")
         if "min_blocks" in when:
-            fields["min_lag_blocks"] = c.integer(when, "min_blocks", minimum=1)
+            fields["min_lag_blocks"] = c.integer(at_when, "min_blocks", minimum=1)
         if "min_seconds" in when:
-            seconds = c.number(when, "min_seconds")
+            seconds = c.number(at_when, "min_seconds")
             if seconds <= 0:
-                raise c.fail(c.line_of(when, "min_seconds"), "'min_seconds' must be > 0")
+                raise c.fail(c.line((*at_when, "min_seconds")), "'min_seconds' must be > 0")
             fields["min_lag_seconds"] = float(seconds)
     return Rule(
         id=raw_id,
@@ -561,34 +494,41 @@ def _parse_rule(source: str, item: Any, line: int) -> Rule:
         severity=severity,
         tier=tier,
         source=source,
-        line=item.line,
+        line=line,
         **fields,
     )
 
 
 def parse_rules(text: str, source: str) -> list[Rule]:
     """Parse and validate one rule file's text; ``source`` names it in errors (``FILE:LINE``)."""
-    doc = _load_yaml(text, source)
-    if doc is None:
+    try:
+        doc = load_yaml(text, source, scalars="yaml1.1")
+    except YamlError as exc:
+        raise RuleError(str(exc)) from exc
+    if doc.issues:
+        issue = doc.issues[0]
+        raise RuleError(f"{source}:{issue.line}: {issue.message}")
+    data = doc.data
+    if data is None:
         raise RuleError(f"{source}:1: empty rule file (expected a mapping with a 'rules' list)")
-    if not isinstance(doc, _Map):
+    if not isinstance(data, dict):
         raise RuleError(
-            f"{source}:1: a rule file must be a mapping with a 'rules' list, not {_type_name(doc)}"
+            f"{source}:1: a rule file must be a mapping with a 'rules' list, not {_type_name(data)}"
         )
-    for key in doc:
+    for key in data:
         if key != "rules":
-            line = doc.key_lines.get(key, doc.line)
-            raise RuleError(f"{source}:{line}: unknown top-level key {key!r}{_suggest(str(key), ['rules'])}")
-    if "rules" not in doc:
-        raise RuleError(f"{source}:{doc.line}: no 'rules' list")
-    items = doc["rules"]
-    if not isinstance(items, _Seq):
-        line = doc.value_lines["rules"]
+            line = doc.line((key,))
+            raise RuleError(f"{source}:{line}: unknown top-level key {key!r}{_suggest(key, ['rules'])}")
+    if "rules" not in data:
+        raise RuleError(f"{source}:{doc.value_line(())}: no 'rules' list")
+    items = data["rules"]
+    if not isinstance(items, list):
+        line = doc.value_line(("rules",))
         raise RuleError(f"{source}:{line}: 'rules' must be a list, not {_type_name(items)}")
     rules: list[Rule] = []
     seen: dict[str, Rule] = {}
-    for item, line in zip(items, items.item_lines, strict=True):
-        rule = _parse_rule(source, item, line)
+    for index in range(len(items)):
+        rule = _parse_rule(doc, index)
         if (first := seen.get(rule.id)) is not None:
             raise RuleError(
                 f"{source}:{rule.line}: duplicate rule id {rule.id!r}"
