@@ -19,7 +19,7 @@ In both, an unquoted ``0x...`` stays a string: in Trace a hex value is an addres
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -243,3 +243,14 @@ def read_yaml(path: str | Path, *, scalars: Scalars = "yaml1.2") -> YamlDoc:
         raise YamlError(f"{path}: cannot read: {reason}") from exc
     return load_yaml(text, str(path), scalars=scalars)
 
+
+def yaml_files(paths: Iterable[Path]) -> list[Path]:
+    """The files named, and the ``*.yaml`` / ``*.yml`` files of the folders named (each folder's
+    sorted by name)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        else:
+            files.append(path)
+    return files

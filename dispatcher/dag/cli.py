@@ -22,6 +22,7 @@ from dispatcher.dag.diff import DagDiff
 from dispatcher.dag.errors import DagValidationError
 from dispatcher.dag.loader import LoadedDag, check_together, load_dag_file
 from tracekit.config import load_settings
+from tracekit.yamlfile import yaml_files
 
 app = typer.Typer(help="DAGs as code: validate, diff and deploy DAG files; versions and rollback.",
                   no_args_is_help=True)
@@ -62,22 +63,11 @@ def _when(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def dag_files(paths: Sequence[Path]) -> list[Path]:
-    """The files named, and the ``*.yaml`` / ``*.yml`` files of the folders named."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
-        else:
-            files.append(path)
-    return files
-
-
 def load_files(paths: Sequence[Path]) -> tuple[list[LoadedDag], list[str]]:
     """Every file loaded, and every problem of every file (and across them)."""
     loaded: list[LoadedDag] = []
     problems: list[str] = []
-    files = dag_files(paths)
+    files = yaml_files(paths)
     if not files:
         problems.append(f"no DAG files (*.yaml, *.yml) in {', '.join(map(str, paths))}")
     for file in files:

@@ -21,6 +21,7 @@ from tracekit.config import Settings, load_settings
 from tracekit.errors import ConfigError
 from tracekit.kafka import ensure_topics
 from tracekit.names import dead_letter_topic
+from tracekit.yamlfile import yaml_files
 
 app = typer.Typer(help="Alert rules, live alerts and historical evaluation.", no_args_is_help=True)
 
@@ -75,16 +76,6 @@ def tail(
         pass
 
 
-def rule_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
-        else:
-            files.append(path)
-    return files
-
-
 @app.command()
 def apply(
     paths: Annotated[list[Path], typer.Argument(help="Rule files (YAML) or folders of them")],
@@ -95,7 +86,7 @@ def apply(
     A bad file fails with FILE:LINE: reason and leaves the active rules unchanged.
     Env: TRACE_DATABASE_URL.
     """
-    files = rule_files(paths)
+    files = yaml_files(paths)
     if not files:
         raise ConfigError(f"no rule files (*.yaml, *.yml) in {', '.join(map(str, paths))}")
     rule_set = load_rule_files(files)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracekit.errors import ConfigError
-from tracekit.yamlfile import Loc, YamlError, load_yaml, read_yaml
+from tracekit.yamlfile import Loc, YamlError, load_yaml, read_yaml, yaml_files
 
 TEXT = textwrap.dedent("""\
     name: demo
@@ -197,3 +197,16 @@ def test_any_dumped_document_loads_back_with_a_line_for_each_location(value: Any
     for loc, _ in _locations(value, ("root",)):
         assert loc in doc.lines and loc in doc.value_lines
         assert 1 <= doc.line(loc) <= doc.value_line(loc) <= total
+
+
+def test_yaml_files_expands_folders_and_keeps_named_files(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    for name in ("b.yml", "a.yaml", "c.yaml", "notes.txt", "d.json"):
+        (folder / name).write_text("x: 1\n", encoding="utf-8")
+    single = tmp_path / "z.txt"  # a file named is taken as it is, whatever its suffix
+    assert yaml_files([single, folder]) == [single, folder / "a.yaml", folder / "b.yml", folder / "c.yaml"]
+    assert yaml_files([tmp_path / "missing.yaml"]) == [tmp_path / "missing.yaml"]  # reading it will say
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert yaml_files([empty]) == []
