@@ -10,7 +10,6 @@ never dropped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from streams.hot_sink.plan import InvalidEvent, check_event
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import DecodeError, RetryableError
 from tracekit.names import dead_letter_topic
+from tracekit.retry import Backoff, retry
 
 log = logging.getLogger("trace.streams")
 
@@ -75,14 +75,15 @@ def chain_app(name: str, config: SinkConfig, *, commit_every: int | None = None)
 
 
 async def _decode(codec: AvroCodec, payload: bytes) -> tuple[str, dict[str, Any]]:
-    delay = 0.2
-    while True:
-        try:
-            return codec.decode(payload)
-        except RetryableError as exc:  # e.g. the schema registry is unreachable: wait, never drop
-            log.warning("cannot decode yet, retrying in %.1fs: %s", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """The record, waiting out a retryable failure (the schema registry unreachable): never dropped."""
+
+    async def decode() -> tuple[str, dict[str, Any]]:
+        return codec.decode(payload)
+
+    def waiting(exc: RetryableError, delay: float) -> None:
+        log.warning("cannot decode yet, retrying in %.1fs: %s", delay, exc)
+
+    return await retry(decode, on=RetryableError, backoff=Backoff(0.2, 5.0), on_error=waiting)
 
 
 async def decode_batch(

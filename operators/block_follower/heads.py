@@ -13,6 +13,7 @@ import websockets
 
 from operators.block_follower.fetch import ChainReader, Header, header_of
 from tracekit.errors import RetryableError
+from tracekit.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class HeadWatcher:
 
     async def _ws_loop(self) -> None:
         assert self.ws_url is not None  # noqa: S101 - started only with a URL
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 async with websockets.connect(self.ws_url, max_size=None, ping_interval=20) as ws:
@@ -77,7 +78,7 @@ class HeadWatcher:
                         {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
                     ))
                     self.ws_connected = True
-                    backoff = 0.5
+                    backoff.reset()
                     async for message in ws:
                         payload = orjson.loads(message)
                         params = payload.get("params") if isinstance(payload, dict) else None
@@ -87,5 +88,4 @@ class HeadWatcher:
                 log.info("newHeads subscription unavailable (%s); polling", exc)
             finally:
                 self.ws_connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            await asyncio.sleep(backoff.next())

@@ -33,6 +33,7 @@ from streams.enrich.model import ChainEvent, LagReading
 from streams.enrich.prices import PriceBook
 from tracekit.kafka import EventProducer, ensure_topics, outbox_to_kafka
 from tracekit.outbox import OutboxPublisher, OutboxRow
+from tracekit.retry import Backoff, retry
 
 log = logging.getLogger("trace.alerts")
 
@@ -104,18 +105,16 @@ def make_app(config: AlertsConfig) -> faust.App:
             publisher.wake.set()
 
     async def apply_with_retry(events: list[tuple[str, dict[str, Any]]]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                account(await (await pipeline()).apply(events))
-                return
-            except psycopg.OperationalError as exc:
-                log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
-                stale = state.pop("pipeline", None)
-                if stale is not None:
-                    await stale.store.conn.close()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        async def apply() -> None:
+            account(await (await pipeline()).apply(events))
+
+        async def lost(exc: psycopg.OperationalError, delay: float) -> None:
+            log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
+            stale = state.pop("pipeline", None)
+            if stale is not None:
+                await stale.store.conn.close()
+
+        await retry(apply, on=psycopg.OperationalError, backoff=Backoff(0.2, 5.0), on_error=lost)
 
     @app.agent(ca.source, name="alerts")
     async def evaluate(stream: Any) -> None:

@@ -24,6 +24,7 @@ import psycopg
 
 from tracekit.db import connect
 from tracekit.errors import ConfigError, RetryableError, TraceError
+from tracekit.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -263,22 +264,22 @@ class LabelCache:
         await self.stop()
 
     async def _follow(self, conn: psycopg.AsyncConnection[tuple[object, ...]] | None) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         try:
             while True:
                 try:
                     if conn is None:
                         conn = self._conn = await self._listen_connection()
                         await self.reload()  # changes made while we were not listening
-                        backoff = 0.5
+                        backoff.reset()
                     await self._listen(conn)
                 except (psycopg.OperationalError, RetryableError) as exc:
-                    log.warning("label cache: %s; reconnecting in %.1fs", str(exc).strip(), backoff)
+                    delay = backoff.next()
+                    log.warning("label cache: %s; reconnecting in %.1fs", str(exc).strip(), delay)
                     if conn is not None:
                         await conn.close()
                     conn = None
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    await asyncio.sleep(delay)
         finally:
             if conn is not None:
                 await conn.close()

@@ -10,7 +10,6 @@ event by event so only the offending event is dead-lettered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ from streams.deadletter import send_to_dead_letter
 from streams.hot_sink.plan import plan
 from streams.hot_sink.writer import HotTableWriter
 from tracekit.names import REORG
+from tracekit.retry import Backoff, retry
 
 log = logging.getLogger("trace.sink")
 
@@ -45,18 +45,16 @@ def make_app(config: SinkConfig) -> faust.App:
         return state["writer"]
 
     async def apply_with_retry(ops: list[Any]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await (await writer()).apply(ops)
-                return
-            except psycopg.OperationalError as exc:
-                log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
-                stale = state.pop("writer", None)
-                if stale is not None:
-                    await stale.close()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        async def apply() -> None:
+            await (await writer()).apply(ops)
+
+        async def lost(exc: psycopg.OperationalError, delay: float) -> None:
+            log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
+            stale = state.pop("writer", None)
+            if stale is not None:
+                await stale.close()
+
+        await retry(apply, on=psycopg.OperationalError, backoff=Backoff(0.2, 5.0), on_error=lost)
 
     @app.agent(ca.source, name="hot-sink")
     async def hot_sink(stream: Any) -> None:
