@@ -21,8 +21,8 @@ from devstack.status import collect_status
 from tracekit.config import Settings
 from tracekit.errors import ConfigError, TraceError
 
-app = typer.Typer(help="The local stack: Postgres, broker, anvil and Trace's services.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(help="The local stack: Postgres, broker, anvil, S3 and Trace's services.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
 def _opt(field: str, *flags: str) -> Any:
@@ -52,10 +52,13 @@ def up(
     pg_port: Annotated[int | None, _opt("pg_port", "--pg-port")] = None,
     kafka_port: Annotated[int | None, _opt("kafka_port", "--kafka-port")] = None,
     anvil_port: Annotated[int | None, _opt("anvil_port", "--anvil-port")] = None,
+    s3_port: Annotated[int | None, _opt("s3_port", "--s3-port")] = None,
     database_url: Annotated[str | None, _opt("database_url", "--database-url")] = None,
     kafka_bootstrap: Annotated[str | None, _opt("kafka_bootstrap", "--kafka-bootstrap")] = None,
     rpc_url: Annotated[str | None, _opt("rpc_url", "--rpc-url")] = None,
     ws_url: Annotated[str | None, _opt("ws_url", "--ws-url")] = None,
+    s3_endpoint: Annotated[str | None, _opt("s3_endpoint", "--s3-endpoint")] = None,
+    object_store: Annotated[str | None, _opt("object_store", "--object-store")] = None,
     traffic: Annotated[bool | None, _opt("traffic", "--traffic/--no-traffic")] = None,
     tx_per_block: Annotated[int | None, _opt("traffic_tx_per_block", "--tx-per-block")] = None,
     reorg_every: Annotated[float | None, _opt("reorg_every", "--reorg-every")] = None,
@@ -66,8 +69,9 @@ def up(
     """Start the local stack (what is not running yet) and return once everything is healthy."""
     settings = _settings(
         home=home, host=host, chain_id=chain_id, block_time=block_time, pg_port=pg_port,
-        kafka_port=kafka_port, anvil_port=anvil_port, database_url=database_url,
-        kafka_bootstrap=kafka_bootstrap, rpc_url=rpc_url, ws_url=ws_url, traffic=traffic,
+        kafka_port=kafka_port, anvil_port=anvil_port, s3_port=s3_port, database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap, rpc_url=rpc_url, ws_url=ws_url, s3_endpoint=s3_endpoint,
+        object_store=object_store, traffic=traffic,
         traffic_tx_per_block=tx_per_block, reorg_every=reorg_every, reorg_min_depth=reorg_min_depth,
         reorg_max_depth=reorg_max_depth,
     )

@@ -4,6 +4,7 @@ Everything the stack owns lives under one directory::
 
     HOME/data/postgres   Postgres data dir (owned by uid 65534 when we run as root)
     HOME/data/anvil      the embedded chain, per chain id (written when anvil stops)
+    HOME/data/seaweedfs  the embedded S3 server (SeaweedFS): its objects, identity file and logs
     HOME/objects         the object store
     HOME/logs/NAME.log   one log per process
     HOME/run/NAME.pid    "PID START_TICKS" of each process we started
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from devstack.process import pid_alive, process_start_ticks
 from tracekit.config import Settings
@@ -49,6 +52,10 @@ class StackPaths:
 
     def anvil_state(self, chain_id: int) -> Path:
         return self.home / "data" / "anvil" / f"{chain_id}.json"
+
+    @property
+    def seaweedfs_dir(self) -> Path:
+        return self.home / "data" / "seaweedfs"
 
     @property
     def objects(self) -> Path:
@@ -169,10 +176,13 @@ def mask_url(url: str) -> str:
 
 
 def save_settings(paths: StackPaths, settings: Settings) -> None:
-    """Remember the settings ``up`` used (mode 0600: it may hold a database password)."""
+    """Remember the settings ``up`` used (mode 0600: it holds secrets given to ``up``, such as a
+    database password or S3 credentials, so that ``status`` uses the same)."""
     data = settings.model_dump(mode="json")
-    if settings.database_url is not None:
-        data["database_url"] = settings.database_url.get_secret_value()
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):  # model_dump masks them as "**********"
+            data[name] = value.get_secret_value()
     write_json(paths.stack_file, data, private=True)
 
 

@@ -1,9 +1,11 @@
 """``trace up`` and ``trace down``: the whole local stack under one directory (``Settings.home``).
 
 ``up`` starts, in order and each only when not given from outside: Postgres (then migrations),
-tansu, anvil, the object-store directory; pre-creates the topics; then Trace's own services under the
-supervisor daemon. It returns once everything is healthy, and is idempotent: a process we started
-(pid file + start time) that is healthy is left alone. ``down`` stops only what pid files name.
+tansu, anvil, SeaweedFS (S3, with its buckets); prepares the object store (creates the directory,
+or checks an ``s3://`` store); pre-creates the topics; then Trace's own services under the
+supervisor daemon. A malformed object-store URL stops it before anything starts. It returns once
+everything is healthy, and is idempotent: a process we started (pid file + start time) that is
+healthy is left alone. ``down`` stops only what pid files name.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from devstack.postgres import (
 )
 from devstack.process import stop_pid, wait_until
 from devstack.runfiles import StackPaths, live_pid, mask_url, save_settings, write_pid
+from devstack.seaweedfs import (
+    SeaweedfsSpec,
+    ensure_buckets,
+    remove_stale_sockets,
+    s3_healthy,
+    start_seaweedfs,
+)
 from devstack.services import ServiceSpec, supervised_services
 from devstack.supervision import EMBEDDED, UpReport
 from devstack.tansu import TansuSpec, ensure_topics, kafka_healthy, start_tansu
@@ -38,9 +47,12 @@ from tracekit.config import Settings
 from tracekit.db import migrate
 from tracekit.errors import ChainMismatch, ConfigError, RpcUnavailable, StackError
 from tracekit.names import blocks_topic, dead_letter_topic
-from tracekit.objects import local_object_dir
+from tracekit.objects import S3Config, local_object_dir, parse_store_url
+from tracekit.objects_open import open_object_store
 
 PURGED = ("run", "data", "logs", "objects", "faust")  # what `down --purge` deletes under home
+PURGED_FILES = ("secrets.json", ".secrets.json.lock")  # generated credentials (S3, API tokens)
+STOPPED_BY_PID = ("anvil", "tansu", "seaweedfs")  # embedded processes `down` stops by pid file
 
 
 def stack_topics(settings: Settings) -> dict[str, int]:
@@ -115,6 +127,39 @@ def _rpc(settings: Settings, paths: StackPaths, report: UpReport) -> None:
                             f"configured {settings.chain_id} (set TRACE_CHAIN_ID)")
 
 
+def seaweedfs_spec(settings: Settings, paths: StackPaths, config: S3Config) -> SeaweedfsSpec:
+    return SeaweedfsSpec(
+        paths.seaweedfs_dir,
+        access_key_id=config.access_key_id.get_secret_value() if config.access_key_id else "",
+        secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else "",
+        host=settings.host, s3_port=settings.s3_port, master_port=settings.seaweedfs_master_port,
+        volume_port=settings.seaweedfs_volume_port, filer_port=settings.seaweedfs_filer_port,
+        admin_port=settings.seaweedfs_admin_port, region=settings.s3_region,
+    )
+
+
+def _s3(settings: Settings, paths: StackPaths, report: UpReport) -> S3Config:
+    """The embedded SeaweedFS with its buckets, unless ``TRACE_S3_ENDPOINT`` names another S3."""
+    config = settings.s3_config()
+    if settings.s3_endpoint is not None:
+        report.external.append("s3")
+        return config
+    spec = seaweedfs_spec(settings, paths, config)
+    _ensure("seaweedfs", paths, lambda: s3_healthy(config),
+            lambda: start_seaweedfs(spec, paths.log("seaweedfs")).pid, report)
+    ensure_buckets(config)
+    return config
+
+
+def _objects(settings: Settings, s3: S3Config) -> None:
+    """Create the object-store directory, or check that an ``s3://`` store answers."""
+    directory = local_object_dir(settings.resolved_object_store)
+    if directory is not None:
+        ensure_object_dir(directory)
+    else:
+        open_object_store(settings.resolved_object_store, s3).check()
+
+
 def _check_continuity(settings: Settings) -> None:
     """Fail when the node lacks the oldest block of the follower's window: the follower could not
     find a common ancestor and would crash-loop (the embedded anvil lost its chain, say)."""
@@ -155,6 +200,7 @@ def up(settings: Settings, *, services: Sequence[ServiceSpec] | None = None,
     clash = sorted({s.name for s in specs} & {*EMBEDDED, "supervisor"})
     if clash:
         raise ConfigError(f"supervised service name {clash[0]!r} is reserved")
+    parse_store_url(settings.resolved_object_store)  # a malformed URL: one line, nothing started
     paths.create()
     with _exclusive(paths):
         report = _up(settings, paths, specs, say=say, timeout=timeout)
@@ -172,9 +218,9 @@ def _up(settings: Settings, paths: StackPaths, specs: Sequence[ServiceSpec], *,
     _rpc(settings, paths, report)
     _check_continuity(settings)
     say("rpc ready")
-    objects = local_object_dir(settings.resolved_object_store)
-    if objects is not None:
-        ensure_object_dir(objects)
+    s3 = _s3(settings, paths, report)
+    say("s3 ready")
+    _objects(settings, s3)
     ensure_topics(settings.resolved_kafka_bootstrap, stack_topics(settings))
     save_settings(paths, settings)
     supervision.ensure_supervisor(settings, paths, specs, report=report, timeout=timeout, say=say)
@@ -184,8 +230,8 @@ def _up(settings: Settings, paths: StackPaths, specs: Sequence[ServiceSpec], *,
 def down(home: Path, *, purge: bool = False, say: Callable[[str], None] = lambda message: None) -> list[str]:
     """Stop every process of the stack in ``home`` that a pid file names; returns their names.
 
-    ``purge`` then deletes what the stack keeps in ``home`` (:data:`PURGED`; ``home`` itself when
-    that leaves it empty) so that the next ``up`` starts over.
+    ``purge`` then deletes what the stack keeps in ``home`` (:data:`PURGED`, :data:`PURGED_FILES`;
+    ``home`` itself when that leaves it empty) so that the next ``up`` starts over.
     """
     paths = StackPaths.at(home)
     if not paths.home.is_dir():
@@ -201,13 +247,14 @@ def _down(paths: StackPaths, say: Callable[[str], None]) -> list[str]:
     stopped = supervision.stop_supervisor(paths)
     for name in stopped:
         say(f"stopped {name}")
-    for name in ("anvil", "tansu"):
+    for name in STOPPED_BY_PID:
         pid = live_pid(paths.pid_file(name))
         if pid is not None:
             stop_pid(pid, timeout=30.0)  # anvil writes its chain to disk on SIGTERM
             stopped.append(name)
             say(f"stopped {name}")
         paths.pid_file(name).unlink(missing_ok=True)
+    remove_stale_sockets(paths.seaweedfs_dir)
     pg_data = data_dir_for(paths.pg_data)
     if live_pid(paths.pid_file("postgres")) is not None or postmaster_pid(pg_data) is not None:
         stop_postgres(pg_data)
@@ -225,6 +272,8 @@ def _purge(paths: StackPaths, say: Callable[[str], None]) -> None:
         raise StackError(f"not purging {paths.home}: a process of the stack still runs")
     for sub in PURGED:  # only what the stack creates, never the whole directory blindly
         shutil.rmtree(paths.home / sub, ignore_errors=True)
+    for name in PURGED_FILES:
+        (paths.home / name).unlink(missing_ok=True)
     shutil.rmtree(shared_data_dir(paths.pg_data).parent, ignore_errors=True)  # if Postgres lived there
     with contextlib.suppress(OSError):
         paths.home.rmdir()

@@ -15,11 +15,13 @@ from devstack.anvil import rpc_chain_id, rpc_request
 from devstack.objects import objects_healthy
 from devstack.postgres import postgres_healthy
 from devstack.runfiles import StackPaths, effective_settings, live_pid, mask_url, read_json
+from devstack.seaweedfs import s3_healthy
 from devstack.supervision import probe_ready
 from devstack.tansu import kafka_healthy
 from tracekit.config import Settings
-from tracekit.errors import RpcUnavailable
-from tracekit.objects import local_object_dir
+from tracekit.errors import ConfigError, ObjectStoreError, RpcUnavailable
+from tracekit.objects import S3Config, local_object_dir
+from tracekit.objects_open import open_object_store
 
 
 def service_entry(url: str | None, pid: int | None, healthy: bool | None, restarts: int = 0,
@@ -111,6 +113,28 @@ def chain_status(rpc_url: str, database_url: str, chain_id: int) -> dict[str, An
     )
 
 
+def objects_entry(store: str, s3: S3Config | None) -> dict[str, Any]:
+    """The object store: a directory is healthy when writable; an ``s3://`` store when
+    :meth:`~tracekit.objects.ObjectStore.check` passes (the reason goes to ``error`` otherwise)."""
+    directory = local_object_dir(store)
+    if directory is not None:
+        return service_entry(store, None, objects_healthy(directory))
+    if s3 is None:
+        return service_entry(store, None, False, error="no S3 settings")
+    try:
+        open_object_store(store, s3).check()
+    except (ObjectStoreError, ConfigError) as exc:
+        return service_entry(store, None, False, error=str(exc))
+    return service_entry(store, None, True)
+
+
+def _s3_config(settings: Settings) -> S3Config | None:
+    try:
+        return settings.s3_config(create_secrets=False)
+    except (ConfigError, ValueError):
+        return None
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     """Probe the stack of ``settings.home`` (with the settings of its last ``up``)."""
     settings = effective_settings(settings)
@@ -121,7 +145,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     def embedded_pid(name: str, external: object) -> int | None:
         return live_pid(paths.pid_file(name)) if external is None else None
 
-    objects = local_object_dir(settings.resolved_object_store)
+    s3 = _s3_config(settings)
+    external_s3 = settings.s3_endpoint is not None
     services = {
         "postgres": service_entry(mask_url(db_url), embedded_pid("postgres", settings.database_url),
                                   postgres_healthy(db_url)),
@@ -129,8 +154,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                                kafka_healthy(bootstrap)),
         "rpc": service_entry(mask_url(rpc_url), embedded_pid("anvil", settings.rpc_url),
                              rpc_chain_id(rpc_url) == settings.chain_id, chain_id=settings.chain_id),
-        "objects": service_entry(settings.resolved_object_store, None,
-                                 objects_healthy(objects) if objects is not None else None),
+        "s3": service_entry(settings.resolved_s3_endpoint, embedded_pid("seaweedfs", settings.s3_endpoint),
+                            None if external_s3 else s3 is not None and s3_healthy(s3)),
+        "objects": objects_entry(settings.resolved_object_store, s3),
         **supervised_entries(paths),
     }
     chains = {settings.chain_id: chain_status(rpc_url, db_url, settings.chain_id)}

@@ -44,7 +44,7 @@ class UpReport:
     seconds: float = 0.0
 
 
-EMBEDDED = ("postgres", "tansu", "anvil")  # process names of the embedded services
+EMBEDDED = ("postgres", "tansu", "anvil", "seaweedfs")  # process names of the embedded services
 STABLE_FOR = 2.0
 MAX_RESTARTS = 3
 
@@ -56,6 +56,7 @@ def public_urls(settings: Settings) -> dict[str, str | None]:
         "rpc": mask_url(settings.resolved_rpc_url),
         "ws": settings.resolved_ws_url,
         "objects": settings.resolved_object_store,
+        "s3": settings.resolved_s3_endpoint,
     }
 
 

@@ -2,13 +2,14 @@
 
 Libraries and services take the explicit, frozen config objects each component's CLI builds
 from these settings (``operators/block_follower/config.py``, ``streams/config.py``...), never the
-environment. Any external service given here
-(``TRACE_DATABASE_URL``, ``TRACE_KAFKA_BOOTSTRAP``, ``TRACE_RPC_URL``) replaces the embedded one
-that ``trace up`` would otherwise start.
+environment. Any external service given here (``TRACE_DATABASE_URL``, ``TRACE_KAFKA_BOOTSTRAP``,
+``TRACE_RPC_URL``, ``TRACE_S3_ENDPOINT``) replaces the embedded one that ``trace up`` would
+otherwise start.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracekit.errors import ConfigError
 from tracekit.names import ALERTS_TOPIC
+from tracekit.objects import S3Config
 
 MONAD_TESTNET_CHAIN_ID = 10143
 
@@ -75,7 +77,29 @@ class Settings(BaseSettings):
     )
     rpc_url: str | None = Field(None, description="External JSON-RPC URL (replaces anvil)")
     ws_url: str | None = Field(None, description="External WebSocket URL for newHeads")
-    object_store: str | None = Field(None, description="Object store URL or directory")
+    object_store: str | None = Field(
+        None, description="Object store: s3://BUCKET[/PREFIX], file:///DIR or a directory "
+        "(default: HOME/objects)")
+
+    s3_port: int = Field(18333, ge=1, le=55535,
+                         description="S3 port of the embedded SeaweedFS (its gRPC port is this + 10000)")
+    seaweedfs_master_port: int = Field(
+        18334, ge=1, le=55535, description="Port of the embedded SeaweedFS master (gRPC: + 10000)")
+    seaweedfs_volume_port: int = Field(
+        18335, ge=1, le=55535, description="Port of the embedded SeaweedFS volume server (gRPC: + 10000)")
+    seaweedfs_filer_port: int = Field(
+        18336, ge=1, le=55535, description="Port of the embedded SeaweedFS filer (gRPC: + 10000)")
+    seaweedfs_admin_port: int = Field(
+        18337, ge=1, le=55535, description="Port of the embedded SeaweedFS admin server (gRPC: + 10000)")
+    s3_endpoint: str | None = Field(
+        None, description="External S3 endpoint, e.g. http://minio:9000 or "
+        "https://s3.eu-west-1.amazonaws.com (replaces the embedded SeaweedFS; default: the embedded one)")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key id (default: generated into HOME/secrets.json for the embedded "
+        "SeaweedFS; for an external endpoint, boto3's default credential chain)")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key (default: as TRACE_S3_ACCESS_KEY_ID)")
 
     start_block: int | None = Field(
         None, description="First block the follower emits when it has no cursor (default: the head)"
@@ -115,6 +139,30 @@ class Settings(BaseSettings):
         return self.object_store or str((self.home / "objects").resolve())
 
     @property
+    def resolved_s3_endpoint(self) -> str:
+        return self.s3_endpoint or f"http://{self.host}:{self.s3_port}"
+
+    def s3_config(self, *, create_secrets: bool = True) -> S3Config:
+        """How to reach S3: the external endpoint with the given credentials, or the embedded
+        SeaweedFS with credentials from ``TRACE_S3_*`` or else ``HOME/secrets.json`` (generated
+        there once; with ``create_secrets=False`` a missing one is a ConfigError instead)."""
+        given = {"s3_access_key_id": self.s3_access_key_id, "s3_secret_access_key": self.s3_secret_access_key}
+        if self.s3_endpoint is None and any(v is None for v in given.values()):
+            path = self.home / "secrets.json"
+            stored = _load_or_create_secrets(path, list(given)) if create_secrets else _read_secrets(path)
+            missing = [k for k, v in given.items() if v is None and not stored.get(k)]
+            if missing:
+                raise ConfigError(f"no S3 credentials in {path} yet (run `trace up`) "
+                                  f"or TRACE_{missing[0].upper()}")
+            given = {k: v if v is not None else SecretStr(stored[k]) for k, v in given.items()}
+        for key, value in given.items():
+            if value is not None and not value.get_secret_value():
+                raise ConfigError(f"TRACE_{key.upper()} is empty")
+        return S3Config(endpoint=self.resolved_s3_endpoint, region=self.s3_region,
+                        access_key_id=given["s3_access_key_id"],
+                        secret_access_key=given["s3_secret_access_key"])
+
+    @property
     def resolved_dispatcher_url(self) -> str:
         return self.dispatcher_url or f"http://{self.host}:{self.api_port}"
 
@@ -134,25 +182,42 @@ class Settings(BaseSettings):
         return Credentials(api_token=values["api_token"], worker_token=values["worker_token"],
                            task_secret=values["dispatcher_secret"].encode())
 
-def _load_or_create_secrets(path: Path, keys: list[str]) -> dict[str, str]:
-    """Read ``path``; create it first if missing (atomically: the first process to link wins)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({k: secrets.token_urlsafe(32) for k in keys}, f)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-        finally:
-            tmp.unlink()
+def _new_secret(key: str) -> str:
+    if key == "s3_access_key_id":  # S3 access key ids are short and alphanumeric
+        return "TRACE" + secrets.token_hex(8).upper()
+    return secrets.token_urlsafe(32)
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
     try:
         data = json.loads(path.read_text())
         return {str(k): str(v) for k, v in dict(data).items()}
+    except FileNotFoundError:
+        return {}
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"{path}: unreadable secrets file ({exc}); delete it to regenerate") from exc
+
+
+def _load_or_create_secrets(path: Path, keys: list[str]) -> dict[str, str]:
+    """The secrets in ``path``, each of ``keys`` generated once when missing: the file is created
+    (mode 0600) or gains the new keys, keeping the others, under a lock, replaced atomically, so
+    concurrent processes agree on every value."""
+    stored = _read_secrets(path)
+    if all(stored.get(key) for key in keys):
+        return stored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = _read_secrets(path)  # another process may have added them meanwhile
+        missing = [key for key in keys if not stored.get(key)]
+        if missing:
+            stored.update({key: _new_secret(key) for key in missing})
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(stored, f)
+            tmp.replace(path)
+    return stored
 
 
 class Credentials(BaseModel):

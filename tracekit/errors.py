@@ -49,3 +49,23 @@ class DecodeError(TraceError):
 
 class StackError(TraceError):
     """The local stack could not be started or inspected."""
+
+
+class ObjectStoreError(TraceError):
+    """The object store refused the request."""
+
+
+class ObjectStoreUnavailable(RetryableError, ObjectStoreError):
+    """The object store cannot be reached."""
+
+
+class ObjectStoreUrlError(ConfigError, ObjectStoreError):
+    """The object store URL is malformed: use s3://BUCKET[/PREFIX], file:///DIR or a directory path."""
+
+
+class ObjectNotFound(ObjectStoreError):
+    """No object has this key."""
+
+
+class ObjectExists(ObjectStoreError):
+    """An object with this key exists already."""

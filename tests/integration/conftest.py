@@ -1,7 +1,9 @@
 """The real local stack for integration tests, started once per session on free ports.
 
 ``pg_url`` (embedded Postgres, migrated; superuser ``postgres``, so tests may CREATE DATABASE),
-``kafka_bootstrap`` (tansu), ``anvil`` (rpc_url, ws_url, chain_id; 0.4 s blocks) and ``object_dir``.
+``kafka_bootstrap`` (tansu), ``anvil`` (rpc_url, ws_url, chain_id; 0.4 s blocks), ``object_dir``,
+and ``seaweedfs`` / ``s3_config`` (SeaweedFS with generated credentials and the buckets
+``datasets``, ``results``, ``scratch``).
 All live under one temporary directory (mode 0755: Postgres runs as uid 65534 when we are root),
 removed at the end. A fixture that cannot start its service fails the test naming the service; it
 never skips. Every test in this directory is marked ``integration``.
@@ -10,6 +12,7 @@ never skips. Every test in this directory is marked ``integration``.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -23,9 +26,17 @@ from devstack.anvil import AnvilSpec, start_anvil
 from devstack.objects import ensure_object_dir
 from devstack.postgres import PostgresSpec, start_postgres, stop_postgres
 from devstack.process import free_port, stop_pid
+from devstack.seaweedfs import (
+    SeaweedfsSpec,
+    ensure_buckets,
+    free_seaweedfs_ports,
+    remove_stale_sockets,
+    start_seaweedfs,
+)
 from devstack.tansu import TansuSpec, start_tansu
 from tracekit.db import migrate
 from tracekit.errors import TraceError
+from tracekit.objects import S3Config
 
 ANVIL_CHAIN_ID = 10143
 
@@ -121,3 +132,30 @@ def object_dir(stack_root: Path) -> Path:
         return ensure_object_dir(stack_root / "objects")
     except (TraceError, OSError) as exc:
         _cannot_start("objects", exc)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(stack_root: Path) -> Iterator[SeaweedfsSpec]:
+    """The session's S3 server (free ports for all ten of its ports), buckets created."""
+    try:
+        spec = SeaweedfsSpec(stack_root / "data" / "seaweedfs",
+                             access_key_id="IT" + secrets.token_hex(8).upper(),
+                             secret_access_key=secrets.token_urlsafe(30), **free_seaweedfs_ports())
+        proc = start_seaweedfs(spec, stack_root / "logs" / "seaweedfs.log")
+    except (TraceError, OSError) as exc:
+        _cannot_start("s3 (seaweedfs)", exc)
+    try:
+        try:
+            ensure_buckets(spec.s3_config())
+        except (TraceError, OSError) as exc:
+            _cannot_start("s3 (seaweedfs buckets)", exc)
+        yield spec
+    finally:
+        _stop(proc)
+        remove_stale_sockets(spec.root)
+
+
+@pytest.fixture(scope="session")
+def s3_config(seaweedfs: SeaweedfsSpec) -> S3Config:
+    """Endpoint, region and credentials of the session's S3 server."""
+    return seaweedfs.s3_config()

@@ -20,7 +20,11 @@ from confluent_kafka.admin import AdminClient
 
 from devstack.anvil import AnvilSpec, rpc_chain_id, rpc_request
 from devstack.process import free_port, pid_alive
+from devstack.seaweedfs import BUCKETS, free_seaweedfs_ports
 from devstack.tansu import ensure_topics
+from tracekit.objects import S3Config
+from tracekit.objects_open import open_object_store
+from tracekit.objects_s3 import s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -59,6 +63,14 @@ def test_object_dir_is_writable(object_dir: Path) -> None:
     assert (object_dir / "probe.txt").read_text() == "ok"
 
 
+def test_seaweedfs_has_the_buckets(s3_config: S3Config) -> None:
+    assert set(BUCKETS) <= _buckets(s3_config)
+
+
+def _buckets(config: S3Config) -> set[str]:
+    return {str(b["Name"]) for b in s3_client(config).list_buckets()["Buckets"]}
+
+
 # -- trace up | status | down ------------------------------------------------------------------------
 
 
@@ -85,41 +97,65 @@ def trace(*args: str, home: Path, services: list[dict[str, Any]] | None = None,
 
 
 def ports() -> dict[str, str]:
+    weed = {f"TRACE_{'S3_PORT' if name == 's3_port' else 'SEAWEEDFS_' + name.upper()}": str(port)
+            for name, port in free_seaweedfs_ports().items()}
     return {"TRACE_PG_PORT": str(free_port()), "TRACE_KAFKA_PORT": str(free_port()),
-            "TRACE_ANVIL_PORT": str(free_port()), "TRACE_CHAIN_ID": "31337"}
+            "TRACE_ANVIL_PORT": str(free_port()), "TRACE_CHAIN_ID": "31337", **weed}
+
+
+def external_s3(config: S3Config) -> dict[str, str]:
+    """The session's SeaweedFS as an external S3 (so `up` starts none on the default ports)."""
+    assert config.endpoint and config.access_key_id and config.secret_access_key
+    return {"TRACE_S3_ENDPOINT": config.endpoint,
+            "TRACE_S3_ACCESS_KEY_ID": config.access_key_id.get_secret_value(),
+            "TRACE_S3_SECRET_ACCESS_KEY": config.secret_access_key.get_secret_value()}
+
+
+def home_s3(home: Path, env: dict[str, str]) -> S3Config:
+    """How to reach the SeaweedFS `up` started in ``home`` (credentials from its secrets.json)."""
+    stored = json.loads((home / "secrets.json").read_text())
+    return S3Config(endpoint=f"http://127.0.0.1:{env['TRACE_S3_PORT']}",
+                    access_key_id=stored["s3_access_key_id"],
+                    secret_access_key=stored["s3_secret_access_key"])
 
 
 def test_up_status_up_down(home: Path) -> None:
     env = ports()
     first = trace("up", "--no-traffic", home=home, env=env)
     assert first.returncode == 0, first.stderr
-    assert "started postgres, tansu, anvil, supervisor" in first.stdout
+    assert "started postgres, tansu, anvil, seaweedfs, supervisor" in first.stdout
 
     status = trace("status", "--json", home=home)
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     services = doc["services"]
     assert {n: services[n]["healthy"] for n in services} == dict.fromkeys(
-        ["postgres", "kafka", "rpc", "objects", "supervisor", "sleeper"], True)
+        ["postgres", "kafka", "rpc", "s3", "objects", "supervisor", "sleeper"], True)
     assert services["postgres"]["url"] == f"postgresql://postgres@127.0.0.1:{env['TRACE_PG_PORT']}/postgres"
+    assert services["s3"]["url"] == f"http://127.0.0.1:{env['TRACE_S3_PORT']}"
+    s3 = home_s3(home, env)
+    assert set(BUCKETS) <= _buckets(s3)
+    kept = open_object_store("s3://datasets/it", s3)
+    kept.put("kept.txt", b"survives down and up")
     chain = doc["chains"]["31337"]
     assert chain["head"] >= 0 and chain["cursor"] is None and chain["reorgs"] == 0
     assert chain["hot_rows"] == {"blocks": 0, "transactions": 0, "logs": 0}
     pids = {n: e["pid"] for n, e in services.items() if e["pid"] is not None}
     rpc_url = f"http://127.0.0.1:{env['TRACE_ANVIL_PORT']}"
     chain_hash = rpc_request(rpc_url, "eth_getBlockByNumber", hex(chain["head"]), False)["hash"]
-    assert set(pids) == {"postgres", "kafka", "rpc", "supervisor", "sleeper"}
+    assert set(pids) == {"postgres", "kafka", "rpc", "s3", "supervisor", "sleeper"}
 
     second = trace("up", "--no-traffic", home=home, env=env)
     assert second.returncode == 0, second.stderr
-    assert "already running postgres, tansu, anvil, supervisor" in second.stdout
+    assert "already running postgres, tansu, anvil, seaweedfs, supervisor" in second.stdout
     again = json.loads(trace("status", "--json", home=home).stdout)["services"]
     assert {n: e["pid"] for n, e in again.items() if e["pid"] is not None} == pids
 
     stopped = trace("down", home=home)
     assert stopped.returncode == 0, stopped.stderr
-    assert stopped.stdout.strip() == "stopped: supervisor, anvil, tansu, postgres"
+    assert stopped.stdout.strip() == "stopped: supervisor, anvil, tansu, seaweedfs, postgres"
     assert not [n for n, pid in pids.items() if pid_alive(pid)]
+    assert not json.loads(trace("status", "--json", home=home).stdout)["services"]["s3"]["healthy"]
     assert list((home / "run").glob("*.pid")) == []
     assert trace("down", home=home).stdout.strip() == "nothing was running"
 
@@ -131,21 +167,26 @@ def test_up_status_up_down(home: Path) -> None:
     revived = json.loads(trace("status", "--json", home=home).stdout)["chains"]["31337"]
     assert revived["head"] >= old_head
     assert rpc_request(rpc_url, "eth_getBlockByNumber", hex(old_head), False)["hash"] == chain_hash
+    assert kept.get("kept.txt") == b"survives down and up"  # SeaweedFS keeps its objects
     purged = trace("down", "--purge", home=home)
-    assert purged.stdout.splitlines() == ["stopped: supervisor, anvil, tansu, postgres",
+    assert purged.stdout.splitlines() == ["stopped: supervisor, anvil, tansu, seaweedfs, postgres",
                                           f"deleted the data, logs and state in {home}"]
     assert not home.exists()
 
 
 def test_external_services_are_used_and_left_alone(home: Path, pg_url: str, kafka_bootstrap: str,
-                                                   anvil: AnvilSpec) -> None:
+                                                   anvil: AnvilSpec, s3_config: S3Config) -> None:
     env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)}
+           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id),
+           "TRACE_OBJECT_STORE": "s3://results/it-external", **external_s3(s3_config)}
     result = trace("up", home=home, env=env)
     assert result.returncode == 0, result.stderr
-    assert "started supervisor" in result.stdout and "external postgres, kafka, rpc" in result.stdout
+    assert "started supervisor" in result.stdout and "external postgres, kafka, rpc, s3" in result.stdout
     doc = json.loads(trace("status", "--json", home=home).stdout)  # settings come from the last up
     assert doc["services"]["rpc"]["url"] == anvil.rpc_url and doc["services"]["rpc"]["pid"] is None
+    assert doc["services"]["s3"] == {"url": s3_config.endpoint, "pid": None, "healthy": None, "restarts": 0}
+    assert doc["services"]["objects"]["url"] == "s3://results/it-external"
+    assert doc["services"]["objects"]["healthy"] is True
     assert str(anvil.chain_id) in doc["chains"]
     assert trace("down", home=home).stdout.strip() == "stopped: supervisor"
     with psycopg.connect(pg_url) as conn:  # the external database still runs
@@ -186,11 +227,45 @@ def test_unreachable_external_services_are_one_line(home: Path, pg_url: str) -> 
     assert database.stderr.startswith(f"error: postgres: cannot connect to postgresql://u:***@127.0.0.1:{dead}/x")
 
 
+def test_a_malformed_object_store_url_is_one_line_and_starts_nothing(home: Path) -> None:
+    result = trace("up", home=home, env={**ports(), "TRACE_OBJECT_STORE": "s3://"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: object store URL 's3://' has no bucket; use s3://BUCKET[/PREFIX], file:///DIR or a "
+        "directory path"]
+    assert not home.exists()
+
+
+def test_bad_external_s3_is_one_line(home: Path, pg_url: str, kafka_bootstrap: str, anvil: AnvilSpec,
+                                     s3_config: S3Config) -> None:
+    """An unreachable endpoint, a missing bucket, wrong credentials: `up` stops with one line each,
+    and creates no bucket."""
+    env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id), **external_s3(s3_config),
+           "TRACE_OBJECT_STORE": "s3://datasets/it"}
+    dead = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        ({"TRACE_S3_ENDPOINT": dead}, f"object store: cannot reach S3 at {dead} (Connection refused)"),
+        ({"TRACE_OBJECT_STORE": "s3://trace-missing"},
+         f"object store: bucket trace-missing does not exist at {s3_config.endpoint}"),
+        ({"TRACE_S3_SECRET_ACCESS_KEY": "wrong"},
+         f"object store: S3 at {s3_config.endpoint} rejected the credentials (SignatureDoesNotMatch); "
+         "check TRACE_S3_ACCESS_KEY_ID and TRACE_S3_SECRET_ACCESS_KEY"),
+    ]
+    before = _buckets(s3_config)
+    for change, message in cases:
+        result = trace("up", home=home, env={**env, **change})
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [f"error: {message}"]
+        assert not (home / "run" / "supervisor.pid").exists()
+    assert _buckets(s3_config) == before
+
+
 def test_crashing_service_fails_up_and_down_cleans_up(home: Path, pg_url: str, kafka_bootstrap: str,
-                                                      anvil: AnvilSpec) -> None:
+                                                      anvil: AnvilSpec, s3_config: S3Config) -> None:
     crasher = [{"name": "crasher", "argv": [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]}]
     env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)}
+           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id), **external_s3(s3_config)}
     result = trace("up", home=home, services=crasher, env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: crasher keeps exiting (exit code 3, 3 restarts): boom (log: ")
@@ -198,9 +273,9 @@ def test_crashing_service_fails_up_and_down_cleans_up(home: Path, pg_url: str, k
 
 
 def test_down_stops_children_of_a_killed_supervisor(home: Path, pg_url: str, kafka_bootstrap: str,
-                                                    anvil: AnvilSpec) -> None:
+                                                    anvil: AnvilSpec, s3_config: S3Config) -> None:
     env = {"TRACE_DATABASE_URL": pg_url, "TRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id)}
+           "TRACE_RPC_URL": anvil.rpc_url, "TRACE_CHAIN_ID": str(anvil.chain_id), **external_s3(s3_config)}
     assert trace("up", home=home, env=env).returncode == 0
     supervisor = int((home / "run" / "supervisor.pid").read_text().split()[0])
     sleeper = int((home / "run" / "sleeper.pid").read_text().split()[0])
@@ -253,4 +328,4 @@ def test_home_under_a_closed_directory_still_runs_postgres(tmp_path: Path) -> No
 def test_up_with_no_supervised_services(home: Path) -> None:
     up = trace("up", "--no-traffic", home=home, env=ports(), services=[])
     assert up.returncode == 0, up.stderr
-    assert "started postgres, tansu, anvil, supervisor" in up.stdout
+    assert "started postgres, tansu, anvil, seaweedfs, supervisor" in up.stdout
