@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -28,9 +29,9 @@ from streams.chain_app import chain_app, decode_batch
 from streams.config import AlertsConfig
 from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
-from streams.enrich.labels import LabelCache
 from streams.enrich.model import ChainEvent, LagReading
-from streams.enrich.prices import PriceBook
+from streams.enrich.resources import Lookups
+from tracekit.avro.wire import AvroCodec
 from tracekit.kafka import EventProducer, ensure_topics, outbox_to_kafka
 from tracekit.outbox import OutboxPublisher, OutboxRow
 from tracekit.retry import Backoff, retry
@@ -55,42 +56,62 @@ def empty_rule_set() -> RuleSet:
     return RuleSet.from_json({"rules": []})
 
 
+@dataclass(slots=True)
+class AlertResources:
+    """What the alert agent opens on first use: the lookups (once) and the pipeline (again after
+    its connection was lost); ``version`` is the rule set it evaluates, ``publisher`` the outbox
+    publisher its task runs (woken when a batch fired or retracted alerts)."""
+
+    config: AlertsConfig
+    codec: AvroCodec
+    lookups: Lookups | None = None
+    pipeline: AlertPipeline | None = None
+    version: int | None = None
+    publisher: OutboxPublisher | None = None
+
+    async def get(self) -> AlertPipeline:
+        if self.lookups is None:  # labels seen within seconds of a change; prices reloaded
+            self.lookups = await Lookups.open(self.config.database_url.get_secret_value())
+        if self.pipeline is None:
+            self.pipeline = await self._open_pipeline(self.lookups)
+        return self.pipeline
+
+    async def close(self) -> None:
+        """Close and forget the pipeline (its connection broke); the next :meth:`get` opens a new one."""
+        stale, self.pipeline = self.pipeline, None
+        if stale is not None:
+            await stale.store.conn.close()
+
+    async def _open_pipeline(self, lookups: Lookups) -> AlertPipeline:
+        config = self.config
+        conn = await psycopg.AsyncConnection.connect(config.database_url.get_secret_value())
+        active = await active_rule_set(conn)
+        version, rules = (
+            (0, empty_rule_set()) if active is None else (active[0], RuleSet.from_json(active[1]))
+        )
+        await conn.commit()
+        self.version = version
+
+        def enrich_block(block: dict[str, Any]) -> list[ChainEvent]:
+            events = decode_block(block, staking_contracts=config.staking_contracts)
+            return enrich(events, lookups.labels, lookups.prices, config.token_decimals) if events else events
+
+        pipeline = AlertPipeline(
+            config.chain_id,
+            AlertStore(conn, self.codec, config.alerts_topic),
+            Evaluator(rules, version),
+            enrich_block,
+            finality_depth=config.finality_depth,
+        )
+        log.info("evaluating rule set version %d (%d rules)", version, len(rules.rules))
+        return pipeline
+
+
 def make_app(config: AlertsConfig) -> faust.App:
     ca = chain_app("alerts", config)
     app = ca.app
-    codec = ca.codec
     url = config.database_url.get_secret_value()
-    state: dict[str, Any] = {}
-
-    def enrich_block(block: dict[str, Any]) -> list[ChainEvent]:
-        events = decode_block(block, staking_contracts=config.staking_contracts)
-        return enrich(events, state["labels"], state["prices"], config.token_decimals) if events else events
-
-    async def pipeline() -> AlertPipeline:
-        if "labels" not in state:  # labels seen within seconds of a change; prices reloaded
-            labels = LabelCache(url)
-            await labels.start()
-            state["labels"] = labels
-            state["prices"] = await PriceBook.load(url)
-            state["prices_task"] = asyncio.create_task(state["prices"].refresh_forever(url, 10.0))
-        if "pipeline" not in state:
-            conn = await psycopg.AsyncConnection.connect(url)
-            active = await active_rule_set(conn)
-            version, rules = (
-                (0, empty_rule_set()) if active is None else (active[0], RuleSet.from_json(active[1]))
-            )
-            await conn.commit()
-            state["version"] = version
-            state["pipeline"] = AlertPipeline(
-                config.chain_id,
-                AlertStore(conn, codec, config.alerts_topic),
-                Evaluator(rules, version),
-                enrich_block,
-                finality_depth=config.finality_depth,
-            )
-            log.info("evaluating rule set version %d (%d rules)", version, len(rules.rules))
-        p: AlertPipeline = state["pipeline"]
-        return p
+    resources = AlertResources(config, ca.codec)
 
     def account(outcome: BatchOutcome) -> None:
         now = time.time()
@@ -100,19 +121,16 @@ def make_app(config: AlertsConfig) -> faust.App:
                 BLOCK_TO_DECISION.observe(max(0.0, now - record["observed_at_ms"] / 1000))
         for record in outcome.retracted:
             RETRACTIONS.labels(record["rule_id"]).inc()
-        publisher = state.get("publisher")
-        if publisher is not None and (outcome.fired or outcome.retracted):
-            publisher.wake.set()
+        if resources.publisher is not None and (outcome.fired or outcome.retracted):
+            resources.publisher.wake.set()
 
     async def apply_with_retry(events: list[tuple[str, dict[str, Any]]]) -> None:
         async def apply() -> None:
-            account(await (await pipeline()).apply(events))
+            account(await (await resources.get()).apply(events))
 
         async def lost(exc: psycopg.OperationalError, delay: float) -> None:
             log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
-            stale = state.pop("pipeline", None)
-            if stale is not None:
-                await stale.store.conn.close()
+            await resources.close()
 
         await retry(apply, on=psycopg.OperationalError, backoff=Backoff(0.2, 5.0), on_error=lost)
 
@@ -137,14 +155,14 @@ def make_app(config: AlertsConfig) -> faust.App:
                     BLOCK_TO_PUBLISHED.observe(max(0.0, now - observed / 1000))
 
         publisher = OutboxPublisher(url, publish, exclude_prefix="queue:", sweep_every=0.5)
-        state["publisher"] = publisher
+        resources.publisher = publisher
         try:
             await publisher.run(asyncio.Event())
         finally:
             producer.close()
 
     async def lag_and_rules() -> None:
-        p = await pipeline()
+        p = await resources.get()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             active = await active_rule_set(conn)
             row = await (
@@ -153,8 +171,8 @@ def make_app(config: AlertsConfig) -> faust.App:
                     (config.chain_id,),
                 )
             ).fetchone()
-        if active is not None and active[0] != state.get("version"):
-            state["version"] = active[0]
+        if active is not None and active[0] != resources.version:
+            resources.version = active[0]
             p.evaluator = Evaluator(RuleSet.from_json(active[1]), active[0])
             log.info("now evaluating rule set version %d", active[0])
         if row is not None and row[1] is not None:

@@ -11,6 +11,7 @@ event by event so only the offending event is dead-lettered.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -20,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from streams.chain_app import chain_app, decode_batch
 from streams.config import SinkConfig
 from streams.deadletter import send_to_dead_letter
-from streams.hot_sink.plan import plan
+from streams.hot_sink.plan import Op, plan
 from streams.hot_sink.writer import HotTableWriter
 from tracekit.names import REORG
 from tracekit.retry import Backoff, retry
@@ -31,28 +32,40 @@ APPLIED = Counter("trace_sink_events_total", "Events applied to the hot tables",
 BATCH_SECONDS = Histogram("trace_sink_batch_seconds", "Time to apply one batch", ["chain_id"])
 
 
+@dataclass(slots=True)
+class SinkResources:
+    """The sink's database writer: opened on first use, and again after its connection was lost."""
+
+    database_url: str
+    writer: HotTableWriter | None = None
+
+    async def get(self) -> HotTableWriter:
+        if self.writer is None:
+            self.writer = await HotTableWriter.connect(self.database_url)
+        return self.writer
+
+    async def close(self) -> None:
+        """Close and forget the writer (its connection broke); the next :meth:`get` opens a new one."""
+        stale, self.writer = self.writer, None
+        if stale is not None:
+            await stale.close()
+
+
 def make_app(config: SinkConfig) -> faust.App:
     """The Faust app of one chain's hot-table sink, tuned for the embedded broker too."""
     ca = chain_app("hot-sink", config, commit_every=config.batch_max)
     app = ca.app
     dlq = ca.dlq
     chain = str(config.chain_id)
-    state: dict[str, HotTableWriter] = {}
+    resources = SinkResources(config.database_url.get_secret_value())
 
-    async def writer() -> HotTableWriter:
-        if "writer" not in state:
-            state["writer"] = await HotTableWriter.connect(config.database_url.get_secret_value())
-        return state["writer"]
-
-    async def apply_with_retry(ops: list[Any]) -> None:
+    async def apply_with_retry(ops: list[Op]) -> None:
         async def apply() -> None:
-            await (await writer()).apply(ops)
+            await (await resources.get()).apply(ops)
 
         async def lost(exc: psycopg.OperationalError, delay: float) -> None:
             log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
-            stale = state.pop("writer", None)
-            if stale is not None:
-                await stale.close()
+            await resources.close()
 
         await retry(apply, on=psycopg.OperationalError, backoff=Backoff(0.2, 5.0), on_error=lost)
 
