@@ -1,7 +1,8 @@
-"""The embedded object store: a local directory (``HOME/objects``) that pyarrow and DuckDB read.
+"""The default object store: a local directory (``HOME/objects``) that pyarrow and DuckDB read.
 
-An object store given as a URL (``TRACE_OBJECT_STORE=s3://...``) is external: the stack neither
-creates nor checks it, and ``status`` reports its health as unknown (null).
+A store given as an ``s3://`` URL (``TRACE_OBJECT_STORE``) is not created here: ``up`` checks it
+(``ObjectStore.check``) and ``status`` reports that check; the embedded S3 server is
+``devstack/seaweedfs.py``.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     rpc_url: str | None = Field(None, description="External JSON-RPC URL (replaces anvil)")
     ws_url: str | None = Field(None, description="External WebSocket URL for newHeads")
     object_store: str | None = Field(
-        None, description="Object store: s3://BUCKET[/PREFIX], file:///DIR or a directory "
+        None, description="Object store: s3://BUCKET, s3://BUCKET/PREFIX, file:///DIR or a directory "
         "(default: HOME/objects)")
 
     s3_port: int = Field(18333, ge=1, le=55535,

@@ -294,3 +294,12 @@ def test_an_external_endpoint_uses_the_given_credentials_or_none(tmp_path: Path)
     bare = Settings(home=tmp_path / "home", s3_endpoint="http://minio:9000").s3_config()
     assert bare.access_key_id is None and bare.secret_access_key is None  # boto3's default chain
     assert not (tmp_path / "home").exists()
+
+
+def test_every_setting_description_renders_in_help() -> None:
+    """`trace up --help` renders descriptions as rich markup: `[/PREFIX]` would be a closing tag."""
+    from rich.text import Text
+
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
+        assert Text.from_markup(field.description).plain == field.description, name
