@@ -30,6 +30,7 @@ from dispatcher.protocol import (
     OutputIn,
 )
 from tracekit.errors import RetryableError, TraceError
+from tracekit.retry import Backoff
 
 log = logging.getLogger("trace.worker")
 
@@ -66,7 +67,7 @@ class DispatcherClient:
     async def _post(self, path: str, body: Any, token: str) -> dict[str, Any]:
         content = body.model_dump_json(exclude_none=False)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        delay = 0.1
+        backoff = Backoff(initial=0.1, maximum=5.0)
         for attempt in range(self.retries + 1):
             try:
                 response = await self._http.post(path, content=content, headers=headers)
@@ -90,9 +91,9 @@ class DispatcherClient:
                 problem = f"{response.status_code} {code}"
             if attempt == self.retries:
                 raise RetryableError(f"dispatcher unreachable at {self._http.base_url}{path}: {problem}")
+            delay = backoff.next() * (0.5 + random.random() / 2)  # jitter: many workers, one dispatcher
             log.warning("POST %s failed (%s); retrying in %.1fs", path, problem, delay)
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def _token(self, task: LeasedTask) -> str:
