@@ -11,15 +11,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from devstack import stack
 from devstack.status import collect_status
-from tracekit.config import Settings
-from tracekit.errors import ConfigError, TraceError
+from tracekit.config import Settings, load_settings
+from tracekit.errors import TraceError
 
 app = typer.Typer(help="The local stack: Postgres, broker, anvil, S3 and Trace's services.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -32,12 +31,7 @@ def _opt(field: str, *flags: str) -> Any:
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{name: value for name, value in overrides.items() if value is not None})
-    except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"])
-        raise ConfigError(f"invalid setting TRACE_{field.upper()}: {error['msg']}") from exc
+    return load_settings(**overrides)
 
 
 HomeOpt = Annotated[Path | None, _opt("home", "--home")]

@@ -58,15 +58,10 @@ class AlertsConfig(SinkConfig):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertsConfig:
+        sink = SinkConfig.from_settings(settings)
         return cls(
-            chain_id=settings.chain_id,
-            kafka_bootstrap=settings.resolved_kafka_bootstrap,
-            schema_registry_url=settings.schema_registry_url,
-            database_url=SecretStr(settings.resolved_database_url),
-            web_host=settings.host,
-            web_port=settings.alerts_web_port,
-            metrics_port=settings.alerts_metrics_port,
-            data_dir=settings.home / "faust-alerts",
+            **{**sink.model_dump(), "web_port": settings.alerts_web_port,
+               "metrics_port": settings.alerts_metrics_port, "data_dir": settings.home / "faust-alerts"},
             finality_depth=settings.finality_depth,
             alerts_topic=settings.alerts_topic,
             staking_contracts=staking_contracts(settings),

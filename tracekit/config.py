@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tracekit.errors import ConfigError
+from tracekit.errors import ConfigError, first_problem
 from tracekit.names import ALERTS_TOPIC
 from tracekit.objects import S3Config
 
@@ -234,6 +234,5 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting TRACE_{field.upper()}: {first['msg']}") from exc
+        field, problem = first_problem(exc)
+        raise ConfigError(f"invalid setting TRACE_{field.upper()}: {problem}") from exc

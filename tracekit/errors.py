@@ -7,6 +7,8 @@ at the adapter that meets them (``raise ... from exc``), so callers never match 
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class TraceError(Exception):
     """Trace failed."""
@@ -69,3 +71,10 @@ class ObjectNotFound(ObjectStoreError):
 
 class ObjectExists(ObjectStoreError):
     """An object with this key exists already."""
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """``(where, what)`` of a pydantic validation error's first problem: the dotted location
+    (``config.chunk_size``) and its message, for one-line errors."""
+    first = exc.errors()[0]
+    return ".".join(str(part) for part in first["loc"]), first["msg"]

@@ -27,7 +27,7 @@ from dispatcher.dag.loader import DagSource
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
-from tracekit.errors import ConfigError
+from tracekit.errors import ConfigError, first_problem
 
 Cursor = psycopg.Cursor[dict[str, Any]]
 
@@ -116,9 +116,9 @@ def stored_spec(data: Any, dag: str, version: int) -> DagSpec:
     try:
         return DagSpec.model_validate(data, context={SKIP_CHECKS: True})
     except ValidationError as exc:
-        first = exc.errors()[0]
+        where, problem = first_problem(exc)
         raise DagError(f"stored version {version} of dag {dag!r} no longer reads as a DAG: "
-                       f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+                       f"{where}: {problem}") from exc
 
 
 def _version(row: dict[str, Any], org: str, dag: str) -> DagVersion:

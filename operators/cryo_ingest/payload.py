@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationErro
 from operators.cryo_ingest.columns import DATASETS, Dataset
 from operators.cryo_ingest.request import Engine, IngestRequest
 from operators.range_splitter import Chunk
-from tracekit.errors import ConfigError
+from tracekit.errors import ConfigError, first_problem
 
 
 class IngestJob(BaseModel):
@@ -54,9 +54,8 @@ class IngestPayload(BaseModel):
         try:
             return cls.model_validate(payload)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"cryo_ingest: bad task payload at {where}: {first['msg']}") from exc
+            where, problem = first_problem(exc)
+            raise ConfigError(f"cryo_ingest: bad task payload at {where}: {problem}") from exc
 
     @property
     def datasets(self) -> tuple[Dataset, ...]:

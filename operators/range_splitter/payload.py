@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from operators.range_splitter.split import Chunk, chunk_key, count_chunks, split_range
-from tracekit.errors import ConfigError
+from tracekit.errors import ConfigError, first_problem
 
 
 class SplitJob(BaseModel):
@@ -63,6 +63,5 @@ class SplitPayload(BaseModel):
         try:
             return cls.model_validate(payload)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"range_splitter: bad task payload at {where}: {first['msg']}") from exc
+            where, problem = first_problem(exc)
+            raise ConfigError(f"range_splitter: bad task payload at {where}: {problem}") from exc
