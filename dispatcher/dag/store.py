@@ -237,17 +237,23 @@ def rollback_to(url: str, org: str, dag: str, version: int) -> RollbackResult:
             if latest == 0:
                 raise DagNotFound(f"dag {dag!r} of org {org!r} has never been deployed")
             raise DagVersionNotFound(f"dag {dag!r} has no version {version} (versions 1-{latest})")
-        cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
-        active = cur.fetchone()
-        previous = active["version"] if active else None
-        if previous == version:
-            return RollbackResult(org, dag, version, previous, False)
-        spec = stored_spec(target["spec"], dag, version)
-        _owned_elsewhere(cur, org, dag, spec.output_datasets, f"roll back to version {version} of")
-        cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
-        cur.execute(_SQL.sql("activate"), {"org": org, "dag": dag, "version": version})
-        claimed, released = _set_producer(cur, org, dag, version, spec.output_datasets)
-        return RollbackResult(org, dag, version, previous, True, claimed, released)
+        return activate_in(cur, org, dag, version, target["spec"])
+
+
+def activate_in(cur: Cursor, org: str, dag: str, version: int, stored: Any) -> RollbackResult:
+    """Make ``version`` (whose stored spec is ``stored``) the DAG's active version, in the
+    caller's transaction, which holds the org's deploy lock (``lock_org``)."""
+    cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
+    active = cur.fetchone()
+    previous = active["version"] if active else None
+    if previous == version:
+        return RollbackResult(org, dag, version, previous, False)
+    spec = stored_spec(stored, dag, version)
+    _owned_elsewhere(cur, org, dag, spec.output_datasets, f"roll back to version {version} of")
+    cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
+    cur.execute(_SQL.sql("activate"), {"org": org, "dag": dag, "version": version})
+    claimed, released = _set_producer(cur, org, dag, version, spec.output_datasets)
+    return RollbackResult(org, dag, version, previous, True, claimed, released)
 
 
 def retire(url: str, org: str, dag: str) -> tuple[int | None, tuple[str, ...]]:
@@ -257,12 +263,29 @@ def retire(url: str, org: str, dag: str) -> tuple[int | None, tuple[str, ...]]:
     """
     with _transaction(url) as cur:
         cur.execute(_SQL.sql("lock_org"), {"org": org})
-        cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
-        active = cur.fetchone()
-        cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
-        cur.execute(_SQL.sql("release_datasets"), {"org": org, "dag": dag, "datasets": []})
-        released = tuple(sorted(row["dataset_id"] for row in cur.fetchall()))
-        return (active["version"] if active else None), released
+        return retire_in(cur, org, dag)
+
+
+def retire_in(cur: Cursor, org: str, dag: str) -> tuple[int | None, tuple[str, ...]]:
+    """:func:`retire` in the caller's transaction, which holds the org's deploy lock."""
+    cur.execute(_SQL.sql("active_version"), {"org": org, "dag": dag})
+    active = cur.fetchone()
+    cur.execute(_SQL.sql("deactivate"), {"org": org, "dag": dag})
+    cur.execute(_SQL.sql("release_datasets"), {"org": org, "dag": dag, "datasets": []})
+    released = tuple(sorted(row["dataset_id"] for row in cur.fetchall()))
+    return (active["version"] if active else None), released
+
+
+def lock_deploys(cur: Cursor, org: str) -> None:
+    """Take the org's deploy lock for the rest of the caller's transaction."""
+    cur.execute(_SQL.sql("lock_org"), {"org": org})
+
+
+def stored_version(cur: Cursor, org: str, dag: str, version: int) -> Any:
+    """The stored spec of a DAG version (None: no such version), in the caller's transaction."""
+    cur.execute(_SQL.sql("version"), {"org": org, "dag": dag, "version": version})
+    row = cur.fetchone()
+    return None if row is None else row["spec"]
 
 
 # ------------------------------------------------------------------------------------ reads

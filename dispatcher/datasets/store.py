@@ -1,0 +1,231 @@
+"""Dataset versions and pointer sets in Postgres: register, begin and finish versions; cut over,
+roll back, pin.
+
+Every change is one transaction. Cutovers and rollbacks of an org take its pointer lock, then (a
+rollback) its DAG deploy lock, so they are serial; readers take no lock at all: :meth:`pin` reads
+the newest pointer set, one row. The rules are :mod:`dispatcher.datasets.pointers`; the SQL is
+``dispatcher/sql/datasets.sql``; the tables are migration ``0010_dataset_versions.sql``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from dispatcher.dag.store import activate_in, lock_deploys, retire_in, stored_version
+from dispatcher.datasets.pointers import (
+    EMPTY,
+    Candidate,
+    Change,
+    PointerSet,
+    RollbackRefused,
+    VersionState,
+    plan_cutover,
+    plan_rollback,
+    rolled_back_dags,
+)
+from tracekit.db import connect
+from tracekit.db.queries import load_queries
+from tracekit.errors import ConfigError, TraceError
+
+_SQL = load_queries("dispatcher.sql", "datasets.sql")
+_RUNS = load_queries("dispatcher.sql", "runs.sql")
+Cursor = psycopg.Cursor[dict[str, Any]]
+
+
+class DatasetNotFound(ConfigError):
+    """No such dataset."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A pointer set written by a cutover or a rollback."""
+
+    seq: int
+    changed: tuple[str, ...]
+    pointers: Mapping[str, int]
+    restores: int | None = None
+    canceled_runs: int = 0  # rollback: live runs of the rolled-back DAG versions, now canceled
+    dags_restored: Mapping[str, int | None] = field(default_factory=dict)  # dag -> version active now
+
+
+@contextmanager
+def _transaction(url: str) -> Iterator[Cursor]:
+    try:
+        with connect(url) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+    except pg_errors.UndefinedTable as exc:
+        raise ConfigError("the dataset tables do not exist; run `trace db migrate`") from exc
+
+
+def _set(row: Mapping[str, Any] | None) -> PointerSet:
+    if row is None:
+        return EMPTY
+    return PointerSet(int(row["seq"]), {k: int(v) for k, v in row["pointers"].items()},
+                      {k: int(v) for k, v in row["watermarks"].items()},
+                      {k: int(v) for k, v in row["dag_versions"].items()})
+
+
+def _newest(cur: Cursor, org: str) -> PointerSet:
+    cur.execute(_SQL.sql("newest_set"), {"org": org})
+    return _set(cur.fetchone())
+
+
+def _write(cur: Cursor, org: str, newest: PointerSet, change: Change, action: str, actor: str,
+           reason: str) -> int:
+    seq = newest.seq + 1
+    cur.execute(_SQL.sql("insert_set"), {
+        "org": org, "seq": seq, "pointers": Jsonb(dict(change.pointers)),
+        "watermarks": Jsonb(dict(change.watermarks)), "dag_versions": Jsonb(dict(change.dag_versions)),
+        "action": action, "changed": list(change.changed), "restores": change.restores, "actor": actor,
+        "reason": reason,
+    })
+    return seq
+
+
+class DatasetStore:
+    def __init__(self, database_url: str, org_id: str) -> None:
+        self.url = database_url
+        self.org = org_id
+
+    # -- datasets and versions ----------------------------------------------------------------
+
+    def ensure_dataset(self, dataset_id: str, *, table_name: str, kind: str = "derived",
+                       description: str = "") -> None:
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("ensure_dataset"), {"org": self.org, "dataset": dataset_id, "kind": kind,
+                                                     "table": table_name, "description": description})
+
+    def begin_version(self, dataset_id: str, *, producer: Mapping[str, Any] | None = None,
+                      inputs: Mapping[str, int] | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> int:
+        """A new version of the dataset, ``building``, based on the version current now."""
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("lock_dataset"), {"org": self.org, "dataset": dataset_id})
+            if cur.fetchone() is None:
+                raise DatasetNotFound(f"no dataset {dataset_id!r} in org {self.org!r}")
+            based_on = _newest(cur, self.org).pointers.get(dataset_id)
+            cur.execute(_SQL.sql("new_version"), {
+                "org": self.org, "dataset": dataset_id, "based_on": based_on,
+                "producer": Jsonb(dict(producer or {})), "inputs": Jsonb(dict(inputs or {})),
+                "metadata": Jsonb(dict(metadata or {})),
+            })
+            row = cur.fetchone()
+            if row is None:  # pragma: no cover - INSERT ... SELECT always returns its row
+                raise TraceError(f"no version number for {dataset_id}")
+            return int(row["version"])
+
+    def finish_version(self, dataset_id: str, version: int, *, state: VersionState,
+                       failure: str | None = None, snapshot_id: int | None = None,
+                       manifest: Mapping[str, Any] | None = None, block_range: tuple[int, int] | None = None,
+                       cold_watermark: int | None = None, rows: int | None = None, bytes_: int | None = None,
+                       files: int | None = None) -> None:
+        """End a ``building`` version as ready, failed or abandoned (with what it holds)."""
+        if state is VersionState.BUILDING:
+            raise ValueError("a version is finished as ready, failed or abandoned")
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("finish_version"), {
+                "org": self.org, "dataset": dataset_id, "version": version, "state": state.value,
+                "failure": failure, "snapshot_id": snapshot_id,
+                "manifest": None if manifest is None else Jsonb(dict(manifest)),
+                "block_start": block_range[0] if block_range else None,
+                "block_end": block_range[1] if block_range else None, "cold_watermark": cold_watermark,
+                "rows": rows, "bytes": bytes_, "files": files,
+            })
+            if cur.fetchone() is None:
+                raise TraceError(f"{dataset_id} version {version} is not building (or does not exist)")
+
+    # -- pointer sets -------------------------------------------------------------------------
+
+    def pin(self) -> PointerSet:
+        """The pointer set readers see now (one row: never half of a cutover)."""
+        with _transaction(self.url) as cur:
+            return _newest(cur, self.org)
+
+    def cutover(self, versions: Mapping[str, int], *, actor: str, reason: str = "") -> Applied:
+        """Move the pointers of ``versions`` (dataset -> version) at once, in one transaction."""
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
+            newest = _newest(cur, self.org)
+            datasets = sorted(versions)
+            cur.execute(_SQL.sql("candidates"), {"org": self.org, "datasets": datasets,
+                                                 "versions": [versions[d] for d in datasets]})
+            found = {(r["dataset_id"], int(r["version"])): Candidate(
+                r["dataset_id"], int(r["version"]), VersionState(r["state"]), r["failure"],
+                None if r["cold_watermark"] is None else int(r["cold_watermark"])) for r in cur.fetchall()}
+            cur.execute(_SQL.sql("active_dags"), {"org": self.org})
+            dags = {r["dag"]: int(r["version"]) for r in cur.fetchall()}
+            change = plan_cutover(newest, versions, found, dags)
+            if not change.changed and change.watermarks == newest.watermarks:
+                return Applied(newest.seq, (), newest.pointers)  # already current: a retry
+            seq = _write(cur, self.org, newest, change, "cutover", actor, reason)
+            return Applied(seq, change.changed, change.pointers)
+
+    def rollback(self, *, to_seq: int | None = None, actor: str, reason: str = "") -> Applied:
+        """Restore an earlier pointer set (default: the one before the newest) with the DAG
+        versions active then; cancel the live runs of the DAG versions rolled back."""
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
+            lock_deploys(cur, self.org)
+            newest = _newest(cur, self.org)
+            wanted = newest.seq - 1 if to_seq is None else to_seq
+            target: PointerSet | None = EMPTY if wanted == 0 else None
+            if wanted > 0:
+                cur.execute(_SQL.sql("set_at"), {"org": self.org, "seq": wanted})
+                row = cur.fetchone()
+                target = None if row is None else _set(row)
+            change = plan_rollback(newest, target, to_seq=to_seq)
+            restored: dict[str, int | None] = {}
+            canceled = 0
+            for dag, bad_version in sorted(rolled_back_dags(newest, change).items()):
+                good = change.dag_versions.get(dag)
+                if good is None:
+                    retire_in(cur, self.org, dag)
+                else:
+                    spec = stored_version(cur, self.org, dag, good)
+                    if spec is None:
+                        raise RollbackRefused(f"dag {dag!r} has no version {good} to restore")
+                    activate_in(cur, self.org, dag, good, spec)
+                restored[dag] = good
+                canceled += self._cancel_runs(cur, dag, bad_version)
+            seq = _write(cur, self.org, newest, change, "rollback", actor, reason)
+            return Applied(seq, change.changed, change.pointers, change.restores, canceled, restored)
+
+    def _cancel_runs(self, cur: Cursor, dag: str, version: int) -> int:
+        """Cancel the live runs of ``dag`` ``version`` (queued tasks end, leased ones are told at
+        their next heartbeat), locking tasks before runs as completion does."""
+        cur.execute(_SQL.sql("live_runs_of_dag_version"), {"org": self.org, "dag": dag, "version": version})
+        runs = [r["run_id"] for r in cur.fetchall()]
+        for run_id in runs:
+            cur.execute(_RUNS.sql("lock_live_tasks"), (run_id, self.org))
+            cur.execute(_RUNS.sql("lock_run"), (self.org, run_id))
+            cur.execute(_RUNS.sql("mark_canceling"), (run_id,))
+            cur.execute(_RUNS.sql("cancel_queued_tasks"), (run_id,))
+            cur.execute(_RUNS.sql("cancel_leased_tasks"), (run_id,))
+        if runs:
+            cur.execute(_RUNS.sql("settle_runs"), (runs,))
+        return len(runs)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("datasets"), {"org": self.org})
+            return list(cur.fetchall())
+
+    def versions(self, dataset_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("versions"), {"org": self.org, "dataset": dataset_id, "limit": limit})
+            return list(cur.fetchall())
+
+    def history(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("history"), {"org": self.org, "limit": limit})
+            return list(cur.fetchall())
