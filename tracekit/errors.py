@@ -78,3 +78,27 @@ def first_problem(exc: ValidationError) -> tuple[str, str]:
     (``config.chunk_size``) and its message, for one-line errors."""
     first = exc.errors()[0]
     return ".".join(str(part) for part in first["loc"]), first["msg"]
+
+
+class ContractError(ConfigError):
+    """A dataset contract file is invalid."""
+
+
+class ConformError(TraceError):
+    """The rows do not fit the dataset's contract."""
+
+
+class SchemaChangeError(TraceError):
+    """The new dataset schema drops, renames or narrows a column: an incompatible change."""
+
+
+class CatalogError(TraceError):
+    """The dataset catalog refused the request."""
+
+
+class CatalogUnavailable(RetryableError, CatalogError):
+    """The dataset catalog (Postgres) cannot be reached."""
+
+
+class CommitConflict(RetryableError, CatalogError):
+    """Another writer committed to the table first; reload it and apply the change again."""
