@@ -32,6 +32,7 @@ from dispatcher.protocol import (
 from tracekit.errors import RetryableError, TraceError
 from tracekit.retry import Backoff
 
+_JITTER = random.Random()  # not the shared generator (see dispatcher.lease)
 log = logging.getLogger("trace.worker")
 
 
@@ -91,7 +92,7 @@ class DispatcherClient:
                 problem = f"{response.status_code} {code}"
             if attempt == self.retries:
                 raise RetryableError(f"dispatcher unreachable at {self._http.base_url}{path}: {problem}")
-            delay = backoff.next() * (0.5 + random.random() / 2)  # jitter: many workers, one dispatcher
+            delay = backoff.next() * (0.5 + _JITTER.random() / 2)  # jitter: many workers, one dispatcher
             log.warning("POST %s failed (%s); retrying in %.1fs", path, problem, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
