@@ -23,6 +23,7 @@ from devstack.cli import status as stack_status
 from devstack.cli import up as stack_up
 from dispatcher.cli import backfill_app, dispatcher_app, event_app, worker_app
 from dispatcher.dag.cli import app as dag_app
+from dispatcher.datasets.cli import app as datasets_app
 from operators.alert_route.cli import app as alerts_route_app
 from operators.block_follower.cli import app as follower_app
 from operators.devchain.cli import app as devchain_app
@@ -63,6 +64,7 @@ app.add_typer(event_app, name="event")
 app.add_typer(dag_app, name="dag")
 
 
+app.add_typer(datasets_app, name="datasets")
 @app.command()
 def demo(
     seconds: Annotated[float, typer.Option(help="How long to watch the running slice")] = 40.0,

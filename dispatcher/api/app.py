@@ -24,7 +24,7 @@ from psycopg.errors import TransactionRollback
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dispatcher.api import internal, public
+from dispatcher.api import datasets, internal, public
 from dispatcher.api.deps import ApiConfig, Deps
 from dispatcher.api.deps import public as public_auth
 from dispatcher.backfill import ensure_backfill_dag
@@ -81,6 +81,7 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
     app.state.deps = None
     app.state.audit_pool = None
     app.include_router(public.router)
+    app.include_router(datasets.router)
     app.include_router(internal.router)
 
     @app.exception_handler(StarletteHTTPException)  # also Starlette's own: unknown route, unparsable body

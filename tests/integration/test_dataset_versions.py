@@ -161,3 +161,81 @@ async def test_rollback_restores_the_previous_set_and_dag_version_and_cancels_th
         run_state = conn.execute("SELECT state FROM state.runs WHERE run_id = %s", (run.run_id,)).fetchone()
     assert states == ["canceled", "canceled", "leased"]
     assert run_state is not None and run_state[0] == "canceling"
+
+
+# -- the API and the CLI -----------------------------------------------------------------------------
+
+
+async def test_api_lists_cuts_over_and_rolls_back_with_problems_for_bad_requests(
+        datasets: DatasetStore, pg_url: str, org: str) -> None:
+    import httpx
+
+    from dispatcher.api.app import create_app
+    from dispatcher.api.deps import ApiConfig
+
+    b1, l1 = _ready(datasets, "blocks", watermark=9), _ready(datasets, "logs")
+    app = create_app(ApiConfig(api_token="tok", worker_token="w", task_secret=b"s" * 32, database_url=pg_url,
+                               org_id=org))
+    auth = {"Authorization": "Bearer tok"}
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api", headers=auth) as http:
+        assert (await http.get("/v1/datasets", headers={"Authorization": ""})).status_code == 401
+        r = await http.post("/v1/datasets/cutover", json={"versions": {"blocks": b1, "logs": 42}})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+        assert r.json()["detail"] == "cutover refused: logs: no version 42"
+        r = await http.post("/v1/datasets/cutover", json={"versions": {"blocks": b1, "logs": l1},
+                                                          "reason": "first"})
+        assert r.status_code == 200, r.text
+        assert r.json()["pointer_set"] == 1 and r.json()["changed"] == ["blocks", "logs"]
+        listed = (await http.get("/v1/datasets")).json()
+        assert listed["pointer_set"] == 1
+        assert {d["dataset_id"]: (d["current_version"], d["cold_watermark"]) for d in listed["datasets"]} == {
+            "blocks": (b1, 9), "logs": (l1, None)}
+        b2 = _ready(datasets, "blocks", watermark=19)
+        assert (await http.post("/v1/datasets/cutover", json={"versions": {"blocks": b2}})).status_code == 200
+        versions = (await http.get("/v1/datasets/blocks/versions")).json()["versions"]
+        assert [(v["version"], v["current"]) for v in versions] == [(b2, True), (b1, False)]
+        r = await http.post("/v1/datasets/rollback", json={"to": 7})
+        assert r.status_code == 422 and "no pointer set 7 to roll back to" in r.json()["detail"]
+        r = await http.post("/v1/datasets/rollback", json={"reason": "bad blocks"})
+        assert r.status_code == 200 and r.json()["restores"] == 1
+        assert r.json()["pointers"] == {"blocks": b1, "logs": l1}
+        history = (await http.get("/v1/datasets/pointers")).json()
+        assert [(h["seq"], h["action"], h["reason"]) for h in history] == [
+            (3, "rollback", "bad blocks"), (2, "cutover", ""), (1, "cutover", "first")]
+        assert (await http.post("/v1/datasets/cutover", json={"versions": {}})).status_code == 422
+    with psycopg.connect(pg_url) as conn:
+        audited = conn.execute("SELECT count(*) FROM state.audit_log WHERE org_id = %s"
+                               " AND path LIKE '/v1/datasets%%'", (org,)).fetchone()
+    assert audited is not None and audited[0] >= 8
+
+
+def test_cli_cuts_over_and_rolls_back_and_refusals_are_one_line(
+        datasets: DatasetStore, pg_url: str, org: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")} | {"TRACE_DATABASE_URL": pg_url}
+
+    def trace(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracecli", "datasets", *args, "--org", org], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    version = _ready(datasets, "blocks")
+    refused = trace("cutover", "blocks=9")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "error: cutover refused: blocks: no version 9"
+    bad = trace("cutover", "blocks")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: 'blocks' is not DATASET=VERSION (e.g. blocks=3)"
+    done = trace("cutover", f"blocks={version}", "--reason", "backfill 0..9")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"cut over: pointer set 1: blocks={version}"
+    listed = trace("list")
+    assert listed.returncode == 0 and "blocks" in listed.stdout and "chain.blocks" in listed.stdout
+    back = trace("rollback")
+    assert back.returncode == 0 and back.stdout.splitlines()[0] == "rolled back: pointer set 2: blocks=-"
+    assert datasets.pin().pointers == {}
+    nothing = trace("rollback", "--to", "5")
+    assert nothing.returncode == 1 and nothing.stderr.startswith("error: no pointer set 5 to roll back to")

@@ -1,0 +1,152 @@
+"""Dataset endpoints: list datasets and versions, the pointer-set history, cutover, rollback.
+
+Changes (cutover, rollback) are one Postgres transaction each (:mod:`dispatcher.datasets.store`,
+run in a thread: it is the synchronous control-plane store); refusals are 422 problems naming the
+dataset and version at fault. Every request is audited like the rest of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from dispatcher.api.deps import D, Public
+from dispatcher.api.models import Problem
+from dispatcher.datasets.store import Applied, DatasetStore
+from dispatcher.protocol import RequestBody
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
+                   responses={401: {"model": Problem}, 422: {"model": Problem}})
+
+DatasetId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+
+
+class DatasetView(BaseModel):
+    dataset_id: str
+    kind: str
+    table_name: str
+    description: str
+    versions: int
+    current_version: int | None
+    cold_watermark: int | None
+
+
+class DatasetList(BaseModel):
+    pointer_set: int
+    datasets: list[DatasetView]
+
+
+class VersionView(BaseModel):
+    version: int
+    state: str
+    current: bool
+    based_on: int | None
+    snapshot_id: int | None
+    block_start: int | None
+    block_end: int | None
+    cold_watermark: int | None
+    row_count: int
+    byte_count: int
+    file_count: int
+    producer: dict[str, Any]
+    inputs: dict[str, Any]
+    metadata: dict[str, Any]
+    failure: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class VersionList(BaseModel):
+    dataset_id: str
+    versions: list[VersionView]
+
+
+class PointerSetView(BaseModel):
+    seq: int
+    action: str
+    pointers: dict[str, int]
+    watermarks: dict[str, int]
+    dag_versions: dict[str, int]
+    changed: list[str]
+    restores: int | None
+    actor: str
+    reason: str
+    created_at: datetime
+
+
+class CutoverRequest(RequestBody):
+    versions: dict[Annotated[str, Field(min_length=1, max_length=200)], Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=1000,
+        description="dataset -> version: every pointer moves in one transaction")
+    reason: str = Field("", max_length=2000)
+
+
+class RollbackRequest(RequestBody):
+    to: int | None = Field(None, ge=0, description="The pointer set to restore (default: the one before "
+                                                   "the newest)")
+    reason: str = Field("", max_length=2000)
+
+
+class AppliedView(BaseModel):
+    pointer_set: int
+    changed: list[str]
+    pointers: dict[str, int]
+    restores: int | None = None
+    dags_restored: dict[str, int | None] = Field(default_factory=dict)
+    canceled_runs: int = 0
+
+
+def _store(d: D) -> DatasetStore:
+    url = d.config.database_url or str(d.store.pool.conninfo)
+    return DatasetStore(url, d.config.org_id)
+
+
+def _applied(a: Applied) -> AppliedView:
+    return AppliedView(pointer_set=a.seq, changed=list(a.changed), pointers=dict(a.pointers),
+                       restores=a.restores, dags_restored=dict(a.dags_restored),
+                       canceled_runs=a.canceled_runs)
+
+
+@router.get("", response_model=DatasetList, summary="The org's datasets and their current versions")
+async def list_datasets(d: D, _: Public) -> DatasetList:
+    store = _store(d)
+    pinned, rows = await asyncio.gather(asyncio.to_thread(store.pin), asyncio.to_thread(store.datasets))
+    return DatasetList(pointer_set=pinned.seq, datasets=[
+        DatasetView(**row, current_version=pinned.pointers.get(row["dataset_id"]),
+                    cold_watermark=pinned.watermarks.get(row["dataset_id"])) for row in rows])
+
+
+@router.get("/pointers", response_model=list[PointerSetView], summary="Cutovers and rollbacks, newest first")
+async def pointer_history(d: D, _: Public, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+                          ) -> list[PointerSetView]:
+    rows = await asyncio.to_thread(_store(d).history, limit=limit)
+    return [PointerSetView(**row) for row in rows]
+
+
+@router.get("/{dataset_id}/versions", response_model=VersionList,
+            summary="A dataset's versions, newest first")
+async def list_versions(dataset_id: DatasetId, d: D, _: Public,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> VersionList:
+    store = _store(d)
+    pinned = await asyncio.to_thread(store.pin)
+    rows = await asyncio.to_thread(store.versions, dataset_id, limit=limit)
+    current = pinned.pointers.get(dataset_id)
+    return VersionList(dataset_id=dataset_id, versions=[
+        VersionView(**row, current=row["version"] == current) for row in rows])
+
+
+@router.post("/cutover", response_model=AppliedView, summary="Make versions current, all at once")
+async def cutover(body: CutoverRequest, d: D, actor: Public) -> AppliedView:
+    applied = await asyncio.to_thread(_store(d).cutover, body.versions, actor=actor, reason=body.reason)
+    return _applied(applied)
+
+
+@router.post("/rollback", response_model=AppliedView,
+             summary="Restore an earlier pointer set and its DAG versions; cancel the rolled-back runs")
+async def rollback(body: RollbackRequest, d: D, actor: Public) -> AppliedView:
+    applied = await asyncio.to_thread(_store(d).rollback, to_seq=body.to, actor=actor, reason=body.reason)
+    return _applied(applied)
