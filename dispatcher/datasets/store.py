@@ -9,6 +9,7 @@ the newest pointer set, one row. The rules are :mod:`dispatcher.datasets.pointer
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -212,6 +213,34 @@ class DatasetStore:
         if runs:
             cur.execute(_RUNS.sql("settle_runs"), (runs,))
         return len(runs)
+
+    # -- runs (the commit protocol's inputs) ---------------------------------------------------
+
+    def run(self, run_id: uuid.UUID) -> dict[str, Any] | None:
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("run"), {"org": self.org, "run": run_id})
+            return cur.fetchone()
+
+    def run_outputs(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("run_outputs"), {"org": self.org, "run": run_id})
+            return list(cur.fetchall())
+
+    def version_of_run(self, dataset_id: str, run_id: uuid.UUID) -> tuple[int, VersionState] | None:
+        """The newest version of ``dataset_id`` the run made (None: none yet)."""
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("version_of_run"),
+                        {"org": self.org, "dataset": dataset_id, "run": str(run_id)})
+            row = cur.fetchone()
+        return None if row is None else (int(row["version"]), VersionState(row["state"]))
+
+    def snapshots(self, versions: Mapping[str, int]) -> dict[str, int]:
+        """The Iceberg snapshot of each ``dataset: version`` (those that have one)."""
+        datasets = sorted(versions)
+        with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("snapshots"), {"org": self.org, "datasets": datasets,
+                                                "versions": [versions[d] for d in datasets]})
+            return {r["dataset_id"]: int(r["snapshot_id"]) for r in cur.fetchall()}
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -94,3 +94,26 @@ SELECT version, state, based_on, snapshot_id, block_start, block_end, cold_water
 SELECT version, state, based_on, snapshot_id, manifest, block_start, block_end, cold_watermark,
        row_count, byte_count, file_count, producer, inputs, metadata, failure, created_at, finished_at
   FROM state.dataset_versions WHERE org_id = %(org)s AND dataset_id = %(dataset)s AND version = %(version)s;
+
+-- name: run
+SELECT run_id, org_id, kind, dag, dag_version, state, params FROM state.runs
+ WHERE org_id = %(org)s AND run_id = %(run)s;
+
+-- name: run_outputs
+-- The files the run's attempts committed (fenced at completion: no stale attempt's file is here).
+SELECT o.dataset_id, o.uri, o.rows, o.bytes, o.task_id::text AS task_id, o.attempt, o.block_start,
+       o.block_end, to_jsonb(o) ->> 'sha256' AS sha256
+  FROM state.task_outputs o WHERE o.org_id = %(org)s AND o.run_id = %(run)s
+ ORDER BY o.dataset_id, o.block_start, o.uri;
+
+-- name: version_of_run
+SELECT version, state FROM state.dataset_versions
+ WHERE org_id = %(org)s AND dataset_id = %(dataset)s AND producer ->> 'run_id' = %(run)s
+ ORDER BY version DESC LIMIT 1;
+
+-- name: snapshots
+SELECT v.dataset_id, v.snapshot_id
+  FROM state.dataset_versions v
+  JOIN unnest(%(datasets)s::text[], %(versions)s::bigint[]) AS a(dataset_id, version)
+    ON v.dataset_id = a.dataset_id AND v.version = a.version
+ WHERE v.org_id = %(org)s AND v.snapshot_id IS NOT NULL;
