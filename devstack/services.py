@@ -87,7 +87,8 @@ def _cli(*args: str) -> tuple[str, ...]:
 
 
 def default_services(settings: Settings) -> list[ServiceSpec]:
-    """follower, sink, and the dev-chain traffic generator when it drives the embedded anvil."""
+    """follower, sink, alerts, enrich, transfer-sink, (alert-route,) dispatcher, worker, and the
+    dev-chain traffic generator when it drives the embedded anvil."""
     env = child_env(settings)
     metrics = f"http://{settings.host}:{{}}/metrics"
     services = [
@@ -101,6 +102,9 @@ def default_services(settings: Settings) -> list[ServiceSpec]:
                                 ports=(settings.alerts_metrics_port, settings.alerts_web_port),
                                 ready_url=metrics.format(settings.alerts_metrics_port)))
     services.append(ServiceSpec("enrich", _cli("enrich", "run"), env, ports=(settings.enrich_web_port,)))
+    services.append(ServiceSpec("transfer-sink", _cli("transfer-sink", "run"), env,
+                                ports=(settings.transfer_sink_metrics_port, settings.transfer_sink_web_port),
+                                ready_url=metrics.format(settings.transfer_sink_metrics_port)))
     if settings.alert_routes is not None:
         services.append(ServiceSpec("alert-route", _cli(
             "alerts-route", "run", "--routes", str(settings.alert_routes.resolve())), env))

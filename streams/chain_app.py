@@ -1,18 +1,19 @@
-"""What every Faust worker on a chain's blocks topic shares: the app, its topics, decoding.
+"""What every Faust worker on a chain's topics shares: the app, its topics, decoding.
 
 Each worker (hot-table sink, alert evaluator, enrichment) is its own consumer group on
 ``trace.chain.<id>.blocks``, tuned for the embedded broker too (short session timeout, short
-fetch wait, web server on the configured host). :func:`decode_batch` decodes and checks a batch;
-an unusable message is dead-lettered by the sink (one copy in ``<topic>.dlq``) and skipped,
-counted, by the others. A retryable decode failure (the schema registry is down) is waited out,
-never dropped.
+fetch wait, web server on the configured host); the transfer sink is one on the chain's
+transfers and stake-changes topics (:meth:`ChainApp.on` adds a topic to the same app).
+:func:`decode_batch` decodes and checks a batch with the topic's check; an unusable message is
+dead-lettered by the topic's sink (one copy in ``<topic>.dlq``) and skipped, counted, by the
+others. A retryable decode failure (the schema registry is down) is waited out, never dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
@@ -21,7 +22,8 @@ from prometheus_client import Counter
 from streams import faust_transport
 from streams.config import SinkConfig
 from streams.deadletter import send_to_dead_letter
-from streams.hot_sink.plan import InvalidEvent, check_event
+from streams.hot_sink.plan import check_event
+from streams.hot_tables.plan import InvalidEvent
 from tracekit.avro.wire import AvroCodec
 from tracekit.errors import DecodeError, RetryableError
 from tracekit.names import dead_letter_topic
@@ -36,16 +38,44 @@ SKIPPED = Counter(
 )
 
 
+Check = Callable[[int, str, dict[str, Any]], None]  # (chain id, record name, datum); raises InvalidEvent
+
+
 @dataclass(frozen=True)
 class ChainApp:
+    """A Faust app and one of the chain's topics it consumes: source, dead-letter topic, codec, check."""
+
     app: faust.App
     source: Any  # faust topic
     dlq: Any
     codec: AvroCodec
     chain_id: int
+    check: Check = check_event
+    schema_registry_url: str | None = None
+
+    def on(self, topic: str, check: Check) -> ChainApp:
+        """The same app on another topic of the chain, with that topic's check."""
+        return replace(self, **_topic_parts(self.app, topic, self.schema_registry_url), check=check)
 
 
-def chain_app(name: str, config: SinkConfig, *, commit_every: int | None = None) -> ChainApp:
+def _topic_parts(app: faust.App, topic: str, registry_url: str | None) -> dict[str, Any]:
+    return {
+        "source": app.topic(topic, value_type=bytes, key_type=bytes, partitions=1),
+        "dlq": app.topic(dead_letter_topic(topic), value_type=bytes, key_type=bytes, partitions=1),
+        "codec": AvroCodec(registry_url=registry_url, topic=topic),
+    }
+
+
+def chain_app(
+    name: str,
+    config: SinkConfig,
+    *,
+    topic: str | None = None,
+    check: Check = check_event,
+    commit_every: int | None = None,
+) -> ChainApp:
+    """The worker's app on ``topic`` (default: the chain's blocks topic, checked by
+    :func:`~streams.hot_sink.plan.check_event`); :meth:`ChainApp.on` adds another topic."""
     extra: dict[str, Any] = {} if commit_every is None else {"broker_commit_every": commit_every}
     app = faust.App(
         f"trace-{name}-{config.chain_id}",
@@ -67,10 +97,10 @@ def chain_app(name: str, config: SinkConfig, *, commit_every: int | None = None)
     )
     return ChainApp(
         app=app,
-        source=app.topic(config.topic, value_type=bytes, key_type=bytes, partitions=1),
-        dlq=app.topic(dead_letter_topic(config.topic), value_type=bytes, key_type=bytes, partitions=1),
-        codec=AvroCodec(registry_url=config.schema_registry_url, topic=config.topic),
         chain_id=config.chain_id,
+        check=check,
+        schema_registry_url=config.schema_registry_url,
+        **_topic_parts(app, topic or config.topic, config.schema_registry_url),
     )
 
 
@@ -95,7 +125,7 @@ async def decode_batch(
         message = event.message
         try:
             name, datum = await _decode(ca.codec, message.value)
-            check_event(ca.chain_id, name, datum)
+            ca.check(ca.chain_id, name, datum)
         except (DecodeError, InvalidEvent, KeyError, TypeError) as exc:
             if dead_letter:
                 await send_to_dead_letter(ca.dlq, message, stage, f"{type(exc).__name__}: {exc}")

@@ -32,6 +32,7 @@ from streams.alerts.cli import app as alerts_app
 from streams.enrich.cli import app as enrich_app
 from streams.enrich.cli import labels_app
 from streams.hot_sink.cli import app as sink_app
+from streams.transfer_sink.cli import app as transfer_sink_app
 from tracecli.demo import run_demo
 from tracekit.config import load_settings
 from tracekit.db.cli import app as db_app
@@ -52,6 +53,7 @@ app.add_typer(devchain_app, name="devchain")
 app.add_typer(follower_app, name="follower")
 app.add_typer(sink_app, name="sink")
 app.add_typer(enrich_app, name="enrich")
+app.add_typer(transfer_sink_app, name="transfer-sink")
 app.add_typer(labels_app, name="labels")
 app.add_typer(prices_app, name="prices")
 app.add_typer(alerts_app, name="alerts")

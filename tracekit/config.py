@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     alerts_metrics_port: int = Field(19103, description="Prometheus port of the alert evaluator")
     alerts_web_port: int = Field(16067, description="Faust web port of the alert evaluator")
     enrich_web_port: int = Field(16068, description="Faust web port of the enrichment worker")
+    transfer_sink_metrics_port: int = Field(
+        19104, description="Prometheus port of the transfer sink (hot.transfers, hot.stake_changes)")
+    transfer_sink_web_port: int = Field(16069, description="Faust web port of the transfer sink")
     api_port: int = Field(18080, description="Port of the HTTP API")
     api_token: SecretStr | None = Field(
         None, description="Bearer token of the HTTP API (default: generated into HOME/secrets.json)")

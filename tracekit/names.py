@@ -14,10 +14,11 @@ TRANSACTION = "trace.chain.Transaction"
 LOG = "trace.chain.Log"
 TRANSFER = "trace.enrich.Transfer"
 STAKE_CHANGE = "trace.enrich.StakeChange"
+BLOCK_END = "trace.enrich.BlockEnd"
 ALERT = "trace.alerts.Alert"
 PRICE = "trace.prices.Price"
 
-SCHEMAS = (BLOCK, REORG, TRANSACTION, LOG, TRANSFER, STAKE_CHANGE, ALERT, PRICE)
+SCHEMAS = (BLOCK, REORG, TRANSACTION, LOG, TRANSFER, STAKE_CHANGE, BLOCK_END, ALERT, PRICE)
 
 # -- topics ----------------------------------------------------------------------------------------
 ALERTS_TOPIC = "trace.alerts"  # alerts and retractions of every rule (the default of TRACE_ALERTS_TOPIC)
@@ -30,12 +31,14 @@ def blocks_topic(chain_id: int) -> str:
 
 
 def transfers_topic(chain_id: int) -> str:
-    """One chain's enriched token transfers (``trace.enrich.Transfer``)."""
+    """One chain's enriched token transfers (``trace.enrich.Transfer``), each block's closed by a
+    ``trace.enrich.BlockEnd``, and the chain's ``trace.chain.Reorg`` events, in chain order."""
     return f"trace.chain.{chain_id}.transfers"
 
 
 def stake_changes_topic(chain_id: int) -> str:
-    """One chain's enriched stake changes (``trace.enrich.StakeChange``)."""
+    """One chain's enriched stake changes (``trace.enrich.StakeChange``), each block's closed by a
+    ``trace.enrich.BlockEnd``, and the chain's ``trace.chain.Reorg`` events, in chain order."""
     return f"trace.chain.{chain_id}.stake_changes"
 
 

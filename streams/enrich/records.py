@@ -1,4 +1,5 @@
-"""Pure: enriched events -> the typed Avro records of the enrichment topics."""
+"""Pure: enriched events -> the typed Avro records of the enrichment topics, and the `BlockEnd`
+closing each block's records on each topic."""
 
 from __future__ import annotations
 
@@ -40,4 +41,18 @@ def typed_record(event: ChainEvent) -> tuple[str, dict[str, Any]]:
         "usd_value": None if event.usd_value is None else format(event.usd_value, "f"),
         "from_labels": sorted(event.from_labels),
         "to_labels": sorted(event.to_labels),
+    }
+
+
+def block_end_record(block: dict[str, Any], record_count: int) -> dict[str, Any]:
+    """The ``BlockEnd`` closing ``block``'s ``record_count`` records on one enrichment topic."""
+    chain_id, number, block_hash = block["chain_id"], block["block_number"], block["block_hash"]
+    return {
+        "chain_id": chain_id,
+        "block_number": number,
+        "block_hash": block_hash,
+        "parent_hash": block["parent_hash"],
+        "timestamp": block["timestamp"],
+        "record_count": record_count,
+        "idempotency_key": f"{chain_id}:block_end:{number}:{block_hash}",
     }

@@ -1,19 +1,21 @@
-"""Pure planning of hot-table writes from decoded chain events (no I/O).
+"""The hot sink's tables and events, pure (no I/O): a block event -> rows of hot.blocks,
+hot.transactions and hot.logs.
 
-A batch of events becomes an ordered list of operations: runs of blocks written together, with
-each reorg as a barrier between runs. Within a run a height appears once (the last event wins:
-a follower that re-emitted after a restart sends the same block again). Applying the operations
-in order, any number of times, leaves the hot tables equal to the chain the events describe.
+The planning is :mod:`streams.hot_tables.plan`: runs of blocks between reorg barriers, a height
+once per run (the last event wins: a follower that re-emitted after a restart sends the same block
+again). Applying the operations in order, any number of times, leaves the hot tables equal to the
+chain the events describe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from tracekit.names import BLOCK, REORG
+from streams.hot_tables.plan import HotTable, InvalidEvent, Op, TableSet, check_record
+from streams.hot_tables.plan import plan as plan_runs
+from tracekit.names import BLOCK
 
 BLOCK_COLUMNS = (
     "chain_id", "block_number", "block_hash", "parent_hash", "timestamp", "author", "gas_used",
@@ -31,29 +33,9 @@ LOG_COLUMNS = (
 )
 
 
-class InvalidEvent(ValueError):
-    """A decoded event that cannot be applied (wrong chain, inconsistent content)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WriteBlocks:
-    blocks: tuple[dict[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyReorg:
-    reorg: dict[str, Any]
-
-
-Op = WriteBlocks | ApplyReorg
-
-
 def check_event(chain_id: int, name: str, datum: dict[str, Any]) -> None:
     """Reject events this sink must not apply, naming the reason."""
-    if name not in (BLOCK, REORG):
-        raise InvalidEvent(f"unexpected record type {name} on the blocks topic")
-    if datum.get("chain_id") != chain_id:
-        raise InvalidEvent(f"event for chain {datum.get('chain_id')} on chain {chain_id}'s topic")
+    check_record(chain_id, name, datum, expected=(BLOCK,), topic="blocks")
     if name == BLOCK:
         number = datum["block_number"]
         for tx in datum["transactions"]:
@@ -62,26 +44,11 @@ def check_event(chain_id: int, name: str, datum: dict[str, Any]) -> None:
         for log in datum["logs"]:
             if log["block_number"] != number:
                 raise InvalidEvent(f"block {number} carries a log of block {log['block_number']}")
-    elif len(datum["orphaned_numbers"]) != len(datum["orphaned_hashes"]):
-        raise InvalidEvent("reorg lists a different number of orphaned heights and hashes")
 
 
 def plan(events: Iterable[tuple[str, dict[str, Any]]]) -> list[Op]:
-    ops: list[Op] = []
-    run: dict[int, dict[str, Any]] = {}
-    for name, datum in events:
-        if name == REORG:
-            if run:
-                ops.append(WriteBlocks(tuple(run.values())))
-                run = {}
-            ops.append(ApplyReorg(datum))
-        else:
-            number = int(datum["block_number"])
-            run.pop(number, None)  # keep the latest, in arrival order
-            run[number] = datum
-    if run:
-        ops.append(WriteBlocks(tuple(run.values())))
-    return ops
+    """Runs of blocks between reorg barriers, one block per height and run."""
+    return plan_runs(events, TABLES.item)
 
 
 def block_rows(block: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -115,9 +82,21 @@ def block_rows(block: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, 
     return block_row, tx_rows, log_rows
 
 
+def _rows(name: str, block: dict[str, Any]) -> tuple[list[tuple[Any, ...]], ...]:
+    block_row, tx_rows, log_rows = block_rows(block)
+    return [block_row], tx_rows, log_rows
+
+
 def _ms_to_timestamp(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def reorg_targets(reorg: dict[str, Any]) -> tuple[int, Sequence[int], Sequence[str]]:
-    return int(reorg["chain_id"]), list(reorg["orphaned_numbers"]), list(reorg["orphaned_hashes"])
+TABLES = TableSet(
+    tables=(
+        HotTable("blocks", BLOCK_COLUMNS),
+        HotTable("transactions", TRANSACTION_COLUMNS),
+        HotTable("logs", LOG_COLUMNS),
+    ),
+    rows=_rows,
+    item=lambda name, block: None,  # a block is one record: the last copy of a height wins
+)

@@ -1,5 +1,5 @@
 """Test harness: a chain of its own (anvil, unique chain id), a database of its own, and the
-follower and sink as real subprocesses, on the session's Postgres and broker."""
+follower, sinks and enrichment worker as real subprocesses, on the session's Postgres and broker."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ class Pipeline:
     follower_metrics_port: int = field(default_factory=free_port)
     sink_metrics_port: int = field(default_factory=free_port)
     sink_web_port: int = field(default_factory=free_port)
+    enrich_web_port: int = field(default_factory=free_port)
+    transfer_sink_metrics_port: int = field(default_factory=free_port)
+    transfer_sink_web_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
 
@@ -66,6 +69,9 @@ class Pipeline:
             TRACE_SINK_WEB_PORT=str(self.sink_web_port),
             TRACE_FOLLOWER_METRICS_PORT=str(self.follower_metrics_port),
             TRACE_SINK_METRICS_PORT=str(self.sink_metrics_port),
+            TRACE_ENRICH_WEB_PORT=str(self.enrich_web_port),
+            TRACE_TRANSFER_SINK_METRICS_PORT=str(self.transfer_sink_metrics_port),
+            TRACE_TRANSFER_SINK_WEB_PORT=str(self.transfer_sink_web_port),
         )
         return env
 
@@ -85,6 +91,12 @@ class Pipeline:
 
     def start_sink(self) -> None:
         self.start("sink", "sink", "run")
+
+    def start_enrich(self) -> None:
+        self.start("enrich", "enrich", "run")
+
+    def start_transfer_sink(self) -> None:
+        self.start("transfer-sink", "transfer-sink", "run")
 
     def kill9(self, name: str) -> None:
         proc = self.procs.pop(name)

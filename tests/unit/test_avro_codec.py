@@ -127,7 +127,7 @@ ALERT_SAMPLE = {
     "fired_at_ms": 1_795_000_000_000,
     "observed_at_ms": 1_795_000_000_000,
 }
-ENRICHED = ("trace.enrich.Transfer", "trace.enrich.StakeChange")
+ENRICHED = ("trace.enrich.Transfer", "trace.enrich.StakeChange", "trace.enrich.BlockEnd")
 _COMMON = {
     "chain_id": 10143,
     "block_number": 9,
@@ -159,6 +159,15 @@ STAKE_SAMPLE = {
     "validator_labels": [],
     "idempotency_key": "10143:stake_change:9:0xab:2",
 }
+BLOCK_END_SAMPLE = {
+    "chain_id": 10143,
+    "block_number": 9,
+    "block_hash": "0x" + "ab" * 32,
+    "parent_hash": "0x" + "aa" * 32,
+    "timestamp": 1_795_000_000,
+    "record_count": 0,
+    "idempotency_key": "10143:block_end:9:0xab",
+}
 SAMPLES = {
     TRANSACTION: transaction(4),
     LOG: log(3),
@@ -167,6 +176,7 @@ SAMPLES = {
     ALERT: ALERT_SAMPLE,
     ENRICHED[0]: TRANSFER_SAMPLE,
     ENRICHED[1]: STAKE_SAMPLE,
+    ENRICHED[2]: BLOCK_END_SAMPLE,
     "trace.prices.Price": {
         "token": "0x" + "11" * 20,
         "symbol": "TRC",
@@ -276,12 +286,14 @@ def test_contract_files_are_documented_records() -> None:
         "transaction.avsc",
         "transfer.avsc",
         "stake_change.avsc",
+        "block_end.avsc",
         "price.avsc",
     }
     namespaces = {
         "alert.avsc": "trace.alerts",
         "transfer.avsc": "trace.enrich",
         "stake_change.avsc": "trace.enrich",
+        "block_end.avsc": "trace.enrich",
         "price.avsc": "trace.prices",
     }
     for name, schema in files.items():
@@ -365,12 +377,12 @@ def test_registry_requests_use_the_confluent_content_type(
 ) -> None:
     ids = registry_codec.register_all()
     assert set(ids) == set(SAMPLES)
-    assert len(set(ids.values())) == 8
+    assert len(set(ids.values())) == len(SAMPLES)
     posts = [r for r in registry.requests if r[0] == "POST"]
-    assert len(posts) == 8
+    assert len(posts) == len(SAMPLES)
     assert {r[2] for r in posts} == {"application/vnd.schemaregistry.v1+json"}
     registry_codec.encode(BLOCK, SAMPLES[BLOCK])
-    assert len([r for r in registry.requests if r[0] == "POST"]) == 8  # ids are cached
+    assert len([r for r in registry.requests if r[0] == "POST"]) == len(SAMPLES)  # ids are cached
 
 
 hex32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())

@@ -25,7 +25,8 @@ def test_default_services_with_traffic_on_the_embedded_anvil(tmp_path: Path) -> 
     settings = Settings(home=tmp_path, traffic_tx_per_block=7, reorg_every=5.0, reorg_min_depth=2,
                         reorg_max_depth=4)
     services = {s.name: s for s in default_services(settings)}
-    assert list(services) == ["follower", "sink", "alerts", "enrich", "dispatcher", "worker", "traffic"]
+    assert list(services) == ["follower", "sink", "alerts", "enrich", "transfer-sink", "dispatcher", "worker",
+                              "traffic"]
     assert services["dispatcher"].argv[3:] == ("dispatcher", "run")
     assert services["dispatcher"].ready_url == f"http://127.0.0.1:{settings.api_port}/openapi.json"
     assert services["worker"].argv[3:] == ("worker", "run")
@@ -39,6 +40,11 @@ def test_default_services_with_traffic_on_the_embedded_anvil(tmp_path: Path) -> 
     assert services["sink"].ports == (settings.sink_metrics_port, settings.sink_web_port)
     assert services["follower"].ready_url == f"http://127.0.0.1:{settings.follower_metrics_port}/metrics"
     assert services["sink"].ready_url == f"http://127.0.0.1:{settings.sink_metrics_port}/metrics"
+    assert services["transfer-sink"].argv[3:] == ("transfer-sink", "run")
+    assert services["transfer-sink"].ports == (settings.transfer_sink_metrics_port,
+                                               settings.transfer_sink_web_port)
+    assert services["transfer-sink"].ready_url == (
+        f"http://127.0.0.1:{settings.transfer_sink_metrics_port}/metrics")
     assert services["traffic"].ready_url is None
 
 
@@ -48,7 +54,7 @@ def test_default_services_with_traffic_on_the_embedded_anvil(tmp_path: Path) -> 
 ])
 def test_no_traffic_service(settings: Settings) -> None:
     names = [s.name for s in default_services(settings)]
-    assert names == ["follower", "sink", "alerts", "enrich", "dispatcher", "worker"]
+    assert names == ["follower", "sink", "alerts", "enrich", "transfer-sink", "dispatcher", "worker"]
 
 
 def test_child_env_carries_the_resolved_endpoints(tmp_path: Path) -> None:
@@ -90,7 +96,7 @@ def test_override_from_json(tmp_path: Path) -> None:
     assert specs[0].env["X"] == "1" and specs[0].env["TRACE_RPC_URL"] == settings.resolved_rpc_url
     assert services_from_json("[]", settings) == []
     assert supervised_services(settings, {SERVICES_ENV: "[]"}) == []
-    expected = ["follower", "sink", "alerts", "enrich", "dispatcher", "worker", "traffic"]
+    expected = ["follower", "sink", "alerts", "enrich", "transfer-sink", "dispatcher", "worker", "traffic"]
     assert [s.name for s in supervised_services(settings, {})] == expected
 
 
@@ -121,7 +127,7 @@ def test_delivery_job_and_api_join_when_configured(tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
     settings = Settings(home=tmp_path / "home", alert_routes=routes, api_token="t0ken")
     specs = {s.name: s for s in default_services(settings)}
-    assert list(specs) == ["follower", "sink", "alerts", "enrich", "alert-route", "dispatcher", "worker",
-                           "traffic"]
+    assert list(specs) == ["follower", "sink", "alerts", "enrich", "transfer-sink", "alert-route",
+                           "dispatcher", "worker", "traffic"]
     assert specs["alert-route"].argv[-2:] == ("--routes", str(routes.resolve()))
     assert specs["dispatcher"].ports == (settings.api_port,)

@@ -6,14 +6,8 @@ from typing import Any
 
 import pytest
 
-from streams.hot_sink.plan import (
-    ApplyReorg,
-    InvalidEvent,
-    WriteBlocks,
-    block_rows,
-    check_event,
-    plan,
-)
+from streams.hot_sink.plan import InvalidEvent, block_rows, check_event, plan
+from streams.hot_tables.plan import ApplyReorg, WriteRun
 from tracekit.names import BLOCK, REORG
 
 
@@ -63,9 +57,9 @@ def test_reorg_splits_runs_and_redelivered_heights_keep_the_last() -> None:
         ]
     )
     assert ops == [
-        WriteBlocks((blk(4, "0x4"), blk(5, "0x5a"))),
+        WriteRun(((BLOCK, blk(4, "0x4")), (BLOCK, blk(5, "0x5a")))),
         ApplyReorg(r),
-        WriteBlocks((blk(5, "0x5b"), blk(6, "0x6"))),
+        WriteRun(((BLOCK, blk(5, "0x5b")), (BLOCK, blk(6, "0x6")))),
     ]
 
 
