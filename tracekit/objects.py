@@ -1,9 +1,10 @@
 """The object-store port: where datasets, results and scratch files live.
 
 :class:`ObjectStore` is what the rest of Trace needs from a store: whole-object ``put`` (optionally
-only when the key is free, the building block of commits), ``get``, ``exists``, ``list``, ``delete``,
-the URL a reader (pyarrow, DuckDB, pyiceberg) opens, a pyarrow filesystem, and ``check``. Keys are
-``/``-separated relative paths (``datasets/blocks/part-0.parquet``), the same on every adapter.
+only when the key is free, the building block of commits) and ``put_file`` (a local file), ``get``,
+``exists``, ``list``, ``delete``, the URL a reader (pyarrow, DuckDB, pyiceberg) opens, a pyarrow
+filesystem, and ``check``. Keys are ``/``-separated relative paths (``datasets/blocks/part-0.parquet``),
+the same on every adapter.
 
 Adapters beside this module: ``objects_local`` (a directory), ``objects_s3`` (boto3; SeaweedFS,
 MinIO, AWS S3) and ``objects_memory`` (a dict, for unit tests of logic).
@@ -49,6 +50,11 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         """Store ``data`` at ``key`` whole (readers never see part of it). ``if_absent``: raise
         :class:`~tracekit.errors.ObjectExists` instead of replacing an existing object."""
+        ...
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the local file ``path`` at ``key`` whole, without reading it into memory (S3: a
+        multipart upload above the adapter's threshold)."""
         ...
 
     def get(self, key: str) -> bytes:

@@ -13,6 +13,7 @@ atomically, unlike an S3 upload, which appears whole when it completes).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,6 +56,22 @@ class LocalObjectStore:
             raise ObjectStoreError(f"object store: cannot write {path}: {exc.strerror}") from exc
         except OSError as exc:
             raise ObjectStoreError(f"object store: cannot write {path}: {exc.strerror}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Copy ``path`` beside the target, fsync it, rename it into place (as :meth:`put`)."""
+        target = self._path(key)
+        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("rb") as source, tmp.open("xb") as handle:
+                shutil.copyfileobj(source, handle, 1 << 20)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise ObjectStoreError(f"object store: cannot write {target} ({path}): {exc.strerror}") from exc
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tracekit.errors import ObjectExists, ObjectNotFound, ObjectStoreError
@@ -32,6 +33,13 @@ class MemoryObjectStore:
             if if_absent and key in self._objects:
                 raise ObjectExists(f"object store: {self.url(key)} exists already")
             self._objects[key] = bytes(data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ObjectStoreError(f"object store: cannot read {path}: {exc.strerror}") from exc
+        self.put(key, data)
 
     def get(self, key: str) -> bytes:
         check_key(key)

@@ -16,9 +16,11 @@ report :class:`~tracekit.errors.ObjectExists`; compare the content when that mat
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import boto3
@@ -135,6 +137,9 @@ def map_s3_error(exc: Exception, config: S3Config, *, bucket: str | None = None,
 class S3ObjectStore:
     """The :class:`~tracekit.objects.ObjectStore` port on ``s3://bucket/prefix``."""
 
+    multipart_threshold = 64 * 1024 * 1024  # put_file: larger files go up in parts
+    part_bytes = 16 * 1024 * 1024  # S3 takes parts of 5 MiB and more (but the last)
+
     def __init__(self, bucket: str, prefix: str, config: S3Config) -> None:
         self.bucket = bucket
         self.prefix = prefix
@@ -157,6 +162,38 @@ class S3ObjectStore:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, full) from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        """One PUT up to :attr:`multipart_threshold` bytes, else a multipart upload of
+        :attr:`part_bytes` parts (aborted when a part fails: nothing appears)."""
+        full = self._key(key)
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as handle:
+                if size <= self.multipart_threshold:
+                    self._client.put_object(Bucket=self.bucket, Key=full, Body=handle)
+                else:
+                    self._multipart(full, handle)
+        except OSError as exc:
+            raise ObjectStoreError(f"object store: cannot read {path}: {exc.strerror}") from exc
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, full) from exc
+
+    def _multipart(self, full: str, handle: BinaryIO) -> None:
+        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            while chunk := handle.read(self.part_bytes):
+                number = len(parts) + 1
+                answer = self._client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload,
+                                                  PartNumber=number, Body=chunk)
+                parts.append({"ETag": answer["ETag"], "PartNumber": number})
+            self._client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload,
+                                                   MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload)
+            raise
 
     def get(self, key: str) -> bytes:
         full = self._key(key)
