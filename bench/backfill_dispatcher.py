@@ -76,7 +76,7 @@ async def through_dispatcher(db_url: str, chain: Chain, root: Path, chunk_size: 
                 rows[dataset] = int(n)
             (tasks,) = await (await conn.execute(  # type: ignore[misc]
                 "SELECT count(*) FROM state.tasks WHERE run_id = %s", (run_id,))).fetchone()
-        shutil.rmtree(stack.object_dir, ignore_errors=True)
+        shutil.rmtree(root / "objects", ignore_errors=True)  # the workers' directory store
     return seconds, rows, int(tasks)
 
 

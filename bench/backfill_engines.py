@@ -42,7 +42,8 @@ import orjson
 
 from devstack.anvil import anvil_binary, rpc_chain_id
 from devstack.process import free_port, spawn, stop_pid, wait_until
-from operators.cryo_ingest import DATASETS, Chunk, Dataset, IngestRequest, ingest_chunk
+from operators.cryo_ingest import DEFAULT_DATASETS as DATASETS
+from operators.cryo_ingest import Chunk, Dataset, IngestRequest, ingest_chunk
 from operators.cryo_ingest.devhistory import History
 from operators.cryo_ingest.devhistory import build_history as _build_history
 from operators.cryo_ingest.engines import cryo as cryo_engine
@@ -50,6 +51,7 @@ from operators.cryo_ingest.engines import rpc as rpc_engine
 from operators.cryo_ingest.ratelimit import RateLimitAwareClient, RetryingRpc
 from operators.range_splitter import split_range
 from tracekit.jsonrpc import RpcClient
+from tracekit.objects_local import LocalObjectStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_ID = 10143
@@ -163,11 +165,12 @@ async def run_engine(
     size = 0
     started, cpu = time.perf_counter(), time.process_time()
     if out_dir is not None:
+        store = LocalObjectStore(out_dir)
         for chunk in chunks:
             staged = await ingest_chunk(IngestRequest(
-                rpc_url, chain_id, chunk, out_dir, tuple(datasets), engine,  # type: ignore[arg-type]
+                rpc_url, chain_id, chunk, "", tuple(datasets), engine,  # type: ignore[arg-type]
                 confirmed_head=last, batch_blocks=batch_blocks, concurrency=concurrency,
-            ))
+            ), store)
             for f in staged:
                 rows[f.dataset] += f.rows
                 size += f.bytes

@@ -74,7 +74,7 @@ def up(
              (("started", report.started), ("already running", report.reused), ("external", report.external))
              if names]
     typer.echo(f"trace stack up in {report.seconds:.1f}s ({'; '.join(parts)}); "
-               f"home {settings.home.resolve()}")
+               f"home {settings.home.resolve()}; objects {settings.resolved_object_store}")
 
 
 @app.command()

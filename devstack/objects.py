@@ -1,8 +1,9 @@
-"""The default object store: a local directory (``HOME/objects``) that pyarrow and DuckDB read.
+"""An object store that is a local directory (``TRACE_OBJECT_STORE=/DIR`` or ``file:///DIR``),
+which pyarrow and DuckDB read directly: ``up`` creates it, ``status`` probes it.
 
-A store given as an ``s3://`` URL (``TRACE_OBJECT_STORE``) is not created here: ``up`` checks it
-(``ObjectStore.check``) and ``status`` reports that check; the embedded S3 server is
-``devstack/seaweedfs.py``.
+The default store is the bucket ``s3://datasets`` of the embedded SeaweedFS
+(``devstack/seaweedfs.py``); an ``s3://`` store is not created here: ``up`` checks it
+(``ObjectStore.check``) and ``status`` reports that check.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Everything the stack owns lives under one directory::
     HOME/data/postgres   Postgres data dir (owned by uid 65534 when we run as root)
     HOME/data/anvil      the embedded chain, per chain id (written when anvil stops)
     HOME/data/seaweedfs  the embedded S3 server (SeaweedFS): its objects, identity file and logs
-    HOME/objects         the object store
+    HOME/objects         a directory object store, if TRACE_OBJECT_STORE names one (default: s3://datasets)
     HOME/logs/NAME.log   one log per process
     HOME/run/NAME.pid    "PID START_TICKS" of each process we started
     HOME/run/*.json      stack.json (settings of the last `up`), services.json, supervisor.json

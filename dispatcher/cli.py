@@ -2,7 +2,9 @@
 
 Env: TRACE_DATABASE_URL, TRACE_API_PORT, TRACE_DISPATCHER_URL, TRACE_API_TOKEN, TRACE_WORKER_TOKEN,
 TRACE_DISPATCHER_SECRET (the three default to HOME/secrets.json, made once), TRACE_QUEUE (pg|kafka),
-TRACE_RPC_URL and TRACE_CHAIN_ID (the chain workers fetch), TRACE_OBJECT_STORE, TRACE_WORKER_SLOTS.
+TRACE_RPC_URL and TRACE_CHAIN_ID (the chain workers fetch), TRACE_OBJECT_STORE (where workers stage
+files; default s3://datasets on the embedded SeaweedFS) with TRACE_S3_ENDPOINT, TRACE_S3_REGION,
+TRACE_S3_ACCESS_KEY_ID, TRACE_S3_SECRET_ACCESS_KEY, and TRACE_WORKER_SLOTS.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from rich.table import Table
 
 from dispatcher.api.deps import ApiConfig
 from tracekit.config import Settings, load_settings
-from tracekit.errors import ConfigError, TraceError
+from tracekit.errors import TraceError
 from tracekit.logs import setup_logging
+from tracekit.objects import ObjectStore
 
 dispatcher_app = typer.Typer(help="The dispatcher: HTTP API, outbox publisher, lease reaper.",
                              no_args_is_help=True)
@@ -76,25 +79,49 @@ def dispatcher_run() -> None:
     asyncio.run(main())
 
 
+def open_store(settings: Settings) -> ObjectStore:
+    """The object store ``TRACE_OBJECT_STORE`` names, checked: a malformed URL, an unreachable S3,
+    a missing bucket or rejected credentials is one ObjectStoreError (a TraceError) line. A local
+    directory is created when missing."""
+    from tracekit.objects import local_object_dir, parse_store_url
+    from tracekit.objects_open import open_object_store
+
+    url = settings.resolved_object_store
+    location = parse_store_url(url)
+    directory = local_object_dir(url)
+    if directory is not None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TraceError(f"object store: cannot create {directory}: {exc.strerror}") from exc
+    try:
+        s3 = settings.s3_config(create_secrets=False) if location.bucket is not None else None
+    except ValueError as exc:  # an unreadable secrets file
+        raise TraceError(str(exc)) from exc
+    store = open_object_store(url, s3)
+    store.check()
+    return store
+
+
 @worker_app.command("run")
 def worker_run(
     slots: Annotated[int | None, typer.Option(help="Tasks at once (TRACE_WORKER_SLOTS)", min=1)] = None,
     worker_id: Annotated[str | None, typer.Option("--id", help="Name in leases (default host:pid)")] = None,
 ) -> None:
-    """Take tasks from the dispatcher and run them until SIGTERM, then hand running ones back."""
+    """Take tasks from the dispatcher and run them until SIGTERM, then hand running ones back.
+
+    Files go to TRACE_OBJECT_STORE, checked first: a bad URL, an unreachable S3, a missing bucket
+    or wrong credentials stop the worker with one line."""
     from dispatcher.queue import open_queue
     from dispatcher.service import run_worker
     from dispatcher.worker import WorkerEnv
-    from tracekit.objects import local_object_dir
 
     setup_logging()
     settings = _settings()
+    store = open_store(settings)
     creds = _credentials(settings)
-    object_dir = local_object_dir(settings.resolved_object_store)
-    if object_dir is None:
-        raise ConfigError(f"TRACE_OBJECT_STORE={settings.resolved_object_store}: workers write to a local"
-                          " directory (or a file:// URL) for now")
-    env = WorkerEnv(object_dir=object_dir.resolve(), rpc_urls={settings.chain_id: settings.resolved_rpc_url},
+    env = WorkerEnv(store=store, store_url=settings.resolved_object_store,
+                    rpc_urls={settings.chain_id: settings.resolved_rpc_url},
                     confirmations=settings.finality_depth)
 
     async def main() -> None:
@@ -194,7 +221,8 @@ def watch(api: Api, run_id: str, console: Console, *, poll_s: float = 0.5) -> di
 def backfill_submit(
     start: Annotated[int, typer.Option("--start", help="First block (inclusive)", min=0)],
     end: Annotated[int, typer.Option("--end", help="Last block (inclusive)", min=0)],
-    datasets: Annotated[str, typer.Option(help="Comma-separated: blocks,transactions,logs")] =
+    datasets: Annotated[str, typer.Option(
+        help="Comma-separated, of blocks,transactions,logs,traces (traces only when listed)")] =
         "blocks,transactions,logs",
     chunk_size: Annotated[int, typer.Option(help="Blocks per chunk (task and file)", min=1)] = 1000,
     engine: Annotated[str, typer.Option(help="rpc (native JSON-RPC) or cryo")] = "rpc",

@@ -44,6 +44,7 @@ class Output:
     bytes: int
     block_start: int | None = None
     block_end: int | None = None
+    sha256: str | None = None  # of the file's bytes, hex
 
 
 @dataclass(frozen=True, slots=True)

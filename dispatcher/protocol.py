@@ -145,6 +145,8 @@ class OutputIn(RequestBody):
     bytes: int = Field(ge=0, le=MAX_BLOCK)
     block_start: int | None = Field(None, ge=0, le=MAX_BLOCK)
     block_end: int | None = Field(None, ge=0, le=MAX_BLOCK)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="sha256 of the file's bytes (hex)")
 
 
 class CompleteRequest(RequestBody):

@@ -227,7 +227,7 @@ class TaskStore:
                 [c.task.task_id for c in o], [c.task.org_id for c in o], [c.task.run_id for c in o],
                 [c.attempt for c in o], [c.output.dataset_id for c in o], [c.output.uri for c in o],
                 [c.output.rows for c in o], [c.output.bytes for c in o], [c.output.block_start for c in o],
-                [c.output.block_end for c in o]))
+                [c.output.block_end for c in o], [c.output.sha256 for c in o]))
         if plan.attempts:
             a = plan.attempts
             await cur.execute(_TASKS.sql("close_attempts"), (

@@ -4,15 +4,18 @@ Brings the stack up (traffic with injected reorgs), watches it for a while print
 few seconds, then prints what happened: blocks followed, reorgs and their depths, lag, hot-table
 row counts, and a check of the hot tables against the node below the reorg horizon. Then the
 batch half: a backfill of the confirmed blocks through the dispatcher's API, run by the worker,
-its Parquet files checked against the node. The stack is stopped again unless it was already
-running before the demo or ``--keep`` is given.
+its Parquet files read back through the object-store port (S3 by default, or a directory) and
+checked against the node, and their bytes against the sha256 each output carries. The stack is
+stopped again unless it was already running before the demo or ``--keep`` is given.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from rich.console import Console
@@ -22,6 +25,8 @@ from devstack import stack
 from devstack.anvil import rpc_request
 from devstack.status import collect_status
 from tracekit.config import Settings
+from tracekit.objects import ObjectStore, parse_store_url
+from tracekit.objects_open import open_object_store
 
 
 def hot_table_check(settings: Settings, below: int) -> tuple[int, list[int]]:
@@ -42,11 +47,35 @@ def hot_table_check(settings: Settings, below: int) -> tuple[int, list[int]]:
     return len(rows), bad + missing
 
 
+def object_store(settings: Settings) -> ObjectStore:
+    """The store the stack's worker writes to (``TRACE_OBJECT_STORE``, default ``s3://datasets``)."""
+    url = settings.resolved_object_store
+    s3 = settings.s3_config(create_secrets=False) if parse_store_url(url).bucket is not None else None
+    return open_object_store(url, s3)
+
+
+def reader_path(uri: str) -> str:
+    """An output's URI as a path of the store's pyarrow filesystem: ``bucket/key`` or a file path."""
+    if uri.startswith("s3://"):
+        return uri.removeprefix("s3://")
+    return unquote(urlsplit(uri).path) if uri.startswith("file://") else uri
+
+
+def read_output(store: ObjectStore, uri: str, columns: list[str] | None = None) -> tuple[Any, str]:
+    """The Parquet table at ``uri`` (read through the port's pyarrow filesystem) and its sha256."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with store.pyarrow_filesystem().open_input_file(reader_path(uri)) as handle:
+        data = handle.read()
+    return pq.read_table(pa.BufferReader(data), columns=columns), hashlib.sha256(data).hexdigest()
+
+
 def backfill_check(settings: Settings, end: int, say: Callable[[str], None],
                    timeout: float = 120.0) -> dict[str, Any]:
-    """Backfill blocks ``0..end`` through the API; compare the committed block files with the node."""
+    """Backfill blocks ``0..end`` through the API; compare the committed block files with the node
+    and every file's bytes with the sha256 the worker reported."""
     import httpx
-    import pyarrow.parquet as pq
 
     token = settings.credentials().api_token
     began = time.monotonic()
@@ -65,10 +94,14 @@ def backfill_check(settings: Settings, end: int, say: Callable[[str], None],
             time.sleep(0.5)
         outputs = api.get(f"/v1/runs/{run_id}/outputs").json()
     seconds = time.monotonic() - began
+    store = object_store(settings)
     hashes: dict[int, str] = {}
+    bad_files = []
     for o in outputs:
+        table, sha256 = read_output(store, o["uri"])
+        if sha256 != o.get("sha256"):
+            bad_files.append(o["uri"])
         if o["dataset_id"] == "blocks":
-            table = pq.read_table(o["uri"].removeprefix("file://"), columns=["block_number", "block_hash"])
             for n, h in zip(table.column("block_number").to_pylist(), table.column("block_hash").to_pylist(),
                             strict=True):
                 hashes[n] = "0x" + h.hex()
@@ -81,6 +114,7 @@ def backfill_check(settings: Settings, end: int, say: Callable[[str], None],
     return {"run_id": run_id, "state": run["state"],
             "chunks": f"{progress['chunks_done']}/{progress['chunks_total']}",
             "rows": progress["rows"], "files": progress["files"], "seconds": round(seconds, 1),
+            "store": settings.resolved_object_store, "checksum_mismatches": bad_files[:5],
             "mismatches_vs_node": bad[:20]}
 
 

@@ -84,6 +84,9 @@ def demo(
         run_id = backfill["run_id"]
         raise TraceError(f"backfill {run_id} ended {backfill['state']}; blocks differing from the node:"
                          f" {backfill['mismatches_vs_node']} (see `trace backfill status {run_id}`)")
+    if backfill["checksum_mismatches"]:
+        raise TraceError("backfill files whose bytes differ from their reported sha256: "
+                         f"{backfill['checksum_mismatches']}")
     if not summary["blocks_followed"]:
         raise TraceError("the follower did not advance; see the logs under the stack's home (logs/)")
 

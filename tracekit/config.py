@@ -24,6 +24,7 @@ from tracekit.names import ALERTS_TOPIC
 from tracekit.objects import S3Config
 
 MONAD_TESTNET_CHAIN_ID = 10143
+DEFAULT_OBJECT_STORE = "s3://datasets"
 
 
 class Settings(BaseSettings):
@@ -82,7 +83,7 @@ class Settings(BaseSettings):
     ws_url: str | None = Field(None, description="External WebSocket URL for newHeads")
     object_store: str | None = Field(
         None, description="Object store: s3://BUCKET, s3://BUCKET/PREFIX, file:///DIR or a directory "
-        "(default: HOME/objects)")
+        "(default: s3://datasets, the embedded SeaweedFS's bucket, or TRACE_S3_ENDPOINT's)")
 
     s3_port: int = Field(18333, ge=1, le=55535,
                          description="S3 port of the embedded SeaweedFS (its gRPC port is this + 10000)")
@@ -139,7 +140,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_object_store(self) -> str:
-        return self.object_store or str((self.home / "objects").resolve())
+        """``TRACE_OBJECT_STORE``, else the bucket ``datasets`` of the S3 that ``s3_config`` reaches
+        (the embedded SeaweedFS unless ``TRACE_S3_ENDPOINT`` names another)."""
+        return self.object_store or DEFAULT_OBJECT_STORE
 
     @property
     def resolved_s3_endpoint(self) -> str:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from dispatcher.protocol import MAX_BLOCK, JsonObject, LogLine, Name, RequestBody
 
-Dataset = Literal["blocks", "transactions", "logs"]
+Dataset = Literal["blocks", "transactions", "logs", "traces"]  # traces: opt-in, never a default
 
 
 class Problem(BaseModel):
@@ -23,7 +23,8 @@ class Problem(BaseModel):
 
 class BackfillRequest(RequestBody):
     chain_id: int = Field(ge=1, le=MAX_BLOCK, description="Chain to backfill (must be one Trace serves)")
-    datasets: list[Dataset] = Field(min_length=1, max_length=3, description="Datasets to extract")
+    datasets: list[Dataset] = Field(min_length=1, max_length=4,
+                                    description="Datasets to extract (traces only when listed)")
     start_block: int = Field(ge=0, le=MAX_BLOCK, description="First block, inclusive")
     end_block: int = Field(ge=0, le=MAX_BLOCK, description="Last block, inclusive")
     chunk_size: int = Field(1000, ge=1, le=1_000_000, description="Blocks per task and per file")
@@ -133,6 +134,7 @@ class OutputView(BaseModel):
     block_start: int | None
     block_end: int | None
     attempt: int
+    sha256: str | None = Field(None, description="sha256 of the file's bytes (hex), when the worker sent it")
 
 
 class TaskDetail(TaskSummary):

@@ -78,9 +78,9 @@ SELECT level, message, attempt, at FROM (SELECT * FROM state.task_logs WHERE tas
                                          ORDER BY id DESC LIMIT 500) l ORDER BY id;
 
 -- name: task_outputs
-SELECT dataset_id, uri, rows, bytes, block_start, block_end, attempt FROM state.task_outputs
+SELECT dataset_id, uri, rows, bytes, block_start, block_end, attempt, sha256 FROM state.task_outputs
 WHERE task_id = %s ORDER BY dataset_id, uri;
 
 -- name: run_outputs
-SELECT dataset_id, uri, rows, bytes, block_start, block_end, attempt FROM state.task_outputs
+SELECT dataset_id, uri, rows, bytes, block_start, block_end, attempt, sha256 FROM state.task_outputs
 WHERE org_id = %s AND run_id = %s ORDER BY dataset_id, block_start, uri;

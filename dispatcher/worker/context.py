@@ -1,8 +1,15 @@
-"""What an operator sees of its task: payload, where to stage files, events, logs, cancel."""
+"""What an operator sees of its task: payload, where to stage files, events, logs, cancel.
+
+Files go to the worker's object store (:class:`~tracekit.objects.ObjectStore`: S3 or a directory)
+under the attempt's own staging prefix ``_staging/<run>/<task>.<attempt>/``; no other attempt
+writes there, and nothing there is visible to readers unless the attempt commits (its files
+become ``task_outputs``, each with its URL, size and sha256).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +18,7 @@ from typing import Any
 
 from dispatcher.protocol import EventIn, LeasedTask, LogLine, OutputIn
 from dispatcher.worker.client import DispatcherClient, Fenced
+from tracekit.objects import ObjectStore, check_key
 
 EVENTS_PER_CALL = 5_000
 
@@ -23,10 +31,27 @@ class Canceled(Exception):
 class WorkerEnv:
     """Where operators find the outside world (the worker's configuration)."""
 
-    object_dir: Path
+    store: ObjectStore  # where tasks stage their files
+    store_url: str  # what the store was opened from (TRACE_OBJECT_STORE), for messages
     rpc_urls: Mapping[int, str] = field(default_factory=dict)  # chain id -> JSON-RPC URL
     confirmations: int = 10
     wait_confirmed_s: float = 120.0  # how long a chunk above the confirmed head waits before failing
+
+
+def store_uri(store: ObjectStore, key: str) -> str:
+    """The URL a reader opens ``key`` at: ``s3://bucket/prefix/key``, or a ``file://`` URL."""
+    url = store.url(key)
+    return url if "://" in url else Path(url).as_uri()
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """A file an attempt put under its staging prefix."""
+
+    key: str
+    uri: str
+    bytes: int
+    sha256: str
 
 
 @dataclass
@@ -47,11 +72,39 @@ class TaskContext:
         return self.task.payload
 
     @property
-    def staging_dir(self) -> Path:
-        """This attempt's own directory: no other attempt ever writes here, and nothing here is
-        visible to readers unless the attempt commits (its files become ``task_outputs``)."""
+    def staging_prefix(self) -> str:
+        """This attempt's own key prefix in the store, ``_staging/<run>/<task>.<attempt>/``: no
+        other attempt ever writes here, and nothing here is visible to readers unless the attempt
+        commits (its files become ``task_outputs``)."""
         task = self.task
-        return self.env.object_dir / "_staging" / str(task.run_id) / f"{task.task_id}.{task.attempt}"
+        return f"_staging/{task.run_id}/{task.task_id}.{task.attempt}/"
+
+    def uri(self, key: str) -> str:
+        """The URL of ``key`` in the worker's store (what ``task_outputs.uri`` records)."""
+        return store_uri(self.env.store, key)
+
+    async def stage_bytes(self, name: str, data: bytes) -> StagedObject:
+        """Put ``data`` as ``name`` under :attr:`staging_prefix` (off the event loop)."""
+        key = check_key(self.staging_prefix + name)
+        await asyncio.to_thread(self.env.store.put, key, data)
+        return StagedObject(key, self.uri(key), len(data), hashlib.sha256(data).hexdigest())
+
+    async def stage_file(self, name: str, path: Path) -> StagedObject:
+        """Upload the local file ``path`` as ``name`` under :attr:`staging_prefix` (multipart on S3
+        when it is large), off the event loop."""
+        key = check_key(self.staging_prefix + name)
+
+        def upload() -> tuple[int, str]:
+            digest, size = hashlib.sha256(), 0
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+                    size += len(block)
+            self.env.store.put_file(key, path)
+            return size, digest.hexdigest()
+
+        size, sha256 = await asyncio.to_thread(upload)
+        return StagedObject(key, self.uri(key), size, sha256)
 
     def log(self, level: str, message: str) -> None:
         self.logs.append(LogLine.model_validate({"level": level, "message": message[:10_000]}))

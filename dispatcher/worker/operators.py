@@ -30,7 +30,8 @@ async def range_splitter(ctx: TaskContext) -> Sequence[OutputIn]:
 
 
 async def cryo_ingest(ctx: TaskContext) -> Sequence[OutputIn]:
-    """One chunk -> one Parquet file per dataset in this attempt's staging directory."""
+    """One chunk -> one Parquet file per dataset under this attempt's staging prefix in the store,
+    each reported with its URL, rows, bytes and sha256."""
     payload = IngestPayload.parse(ctx.payload)
     chain_id = payload.event.chain_id
     rpc_url = ctx.env.rpc_urls.get(chain_id)
@@ -39,21 +40,20 @@ async def cryo_ingest(ctx: TaskContext) -> Sequence[OutputIn]:
     refused = sorted(set(payload.datasets) - set(ctx.task.writes))
     if refused:
         raise ConfigError(f"cryo_ingest: the job may not write {', '.join(refused)}")
-    request = payload.request(rpc_url=rpc_url, output_dir=ctx.staging_dir,
-                              confirmations=ctx.env.confirmations)
+    request = payload.request(rpc_url=rpc_url, prefix=ctx.staging_prefix, confirmations=ctx.env.confirmations)
     chunk = request.chunk
     waited_since = time.monotonic()
     while True:
         ctx.check()
         try:
-            files = await ingest_chunk(request)
+            files = await ingest_chunk(request, ctx.env.store)
             break
         except NotYetConfirmed as exc:  # the chain will get there: wait (a while) instead of failing
             if time.monotonic() - waited_since > ctx.env.wait_confirmed_s:
                 raise
             ctx.log("info", f"waiting: {exc}")
             await ctx.sleep(1.0)
-    return [OutputIn(dataset_id=f.dataset, uri=f.path.resolve().as_uri(), rows=f.rows, bytes=f.bytes,
+    return [OutputIn(dataset_id=f.dataset, uri=ctx.uri(f.key), rows=f.rows, bytes=f.bytes, sha256=f.sha256,
                      block_start=chunk.start, block_end=chunk.end) for f in files]
 
 

@@ -11,6 +11,9 @@
   without committing anything.
 - :meth:`Worker.stop` (SIGTERM) stops taking tasks, interrupts the running ones and hands them
   back (``released``), so another worker takes them at once, without counting a failure.
+- An attempt that will not commit (failed, canceled, fenced, released) deletes what it staged
+  under its prefix in the object store, best effort; files of a worker that died stay staged
+  but are never reported, so no reader sees them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import traceback
 import uuid
 from collections.abc import Mapping
@@ -30,7 +32,7 @@ from dispatcher.queue import QueueDriver
 from dispatcher.queue.driver import Delivery
 from dispatcher.worker.client import DispatcherClient, Fenced
 from dispatcher.worker.context import Canceled, Operator, TaskContext, WorkerEnv
-from tracekit.errors import RetryableError
+from tracekit.errors import ObjectStoreError, RetryableError
 
 log = logging.getLogger("trace.worker")
 
@@ -165,7 +167,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             if outcome != "succeeded":
-                self._discard(ctx)
+                await self._discard(ctx)
             if outcome == "fenced":
                 self.stats.fenced += 1
                 log.info("task %s attempt %s fenced out (%s): nothing committed", task.task_id, task.attempt,
@@ -177,7 +179,7 @@ class Worker:
             except Fenced as exc:
                 self.stats.fenced += 1
                 log.info("task %s attempt %s: completion refused (%s)", task.task_id, task.attempt, exc)
-                self._discard(ctx)
+                await self._discard(ctx)
                 return
             except RetryableError as exc:  # the lease runs out and the reaper retries the task
                 log.error("task %s: could not report %s: %s", task.task_id, outcome, exc)
@@ -220,9 +222,19 @@ class Worker:
                 work.cancel()
                 return
 
-    def _discard(self, ctx: TaskContext) -> None:
-        """Files of an attempt that will not commit are garbage: remove them (best effort)."""
-        shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+    async def _discard(self, ctx: TaskContext) -> None:
+        """Files of an attempt that will not commit are garbage: delete its staging prefix (best
+        effort: a store that fails now leaves them staged, where no reader looks)."""
+        store, prefix = self.env.store, ctx.staging_prefix
+
+        def delete() -> None:
+            store.delete([key for key, _ in store.list(prefix)])
+
+        try:
+            await asyncio.to_thread(delete)
+        except ObjectStoreError as exc:
+            log.warning("task %s attempt %s: could not delete its staged files (%s in %s): %s",
+                        ctx.task.task_id, ctx.task.attempt, prefix, self.env.store_url, exc)
 
 
 def _task_id(delivery: Delivery) -> uuid.UUID | None:

@@ -1,16 +1,17 @@
-"""Backfill ingest: one chunk of blocks -> Parquet files of ``blocks``, ``transactions``, ``logs``.
+"""Backfill ingest: one chunk of blocks -> Parquet files of ``blocks``, ``transactions``, ``logs``
+and, opt-in, ``traces``, put into an object store under a key prefix.
 
 Two engines write identical files (same names, columns, Arrow types and row order): ``rpc``
 (native async JSON-RPC batches, :mod:`.engines.rpc`) and ``cryo`` (the PyPI cryo 0.3.2 bindings,
 :mod:`.engines.cryo`). The columns are cryo's (:mod:`.columns`); the file names too
 (:mod:`.files`). See docs/backfill-operators.md.
 
-    files = await ingest_chunk(IngestRequest(rpc_url, chain_id, Chunk(0, 999), staging_dir))
+    files = await ingest_chunk(IngestRequest(rpc_url, chain_id, Chunk(0, 999), "_staging/x/"), store)
 """
 
 from __future__ import annotations
 
-from operators.cryo_ingest.columns import DATASETS, SCHEMAS, Dataset
+from operators.cryo_ingest.columns import DATASETS, DEFAULT_DATASETS, SCHEMAS, Dataset
 from operators.cryo_ingest.engines.cryo import CryoSchemaMismatch
 from operators.cryo_ingest.engines.rpc import BlockMissing, ChainMoved
 from operators.cryo_ingest.errors import CryoFailed, NotYetConfirmed, RateLimited
@@ -33,6 +34,7 @@ __all__ = [
     "CHAIN_NAMES",
     "DATASETS",
     "DEFAULT_CONFIRMATIONS",
+    "DEFAULT_DATASETS",
     "ENGINES",
     "SCHEMAS",
     "BlockMissing",

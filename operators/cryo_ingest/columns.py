@@ -13,8 +13,10 @@ from typing import Final, Literal, get_args
 
 import pyarrow as pa
 
-Dataset = Literal["blocks", "transactions", "logs"]
+Dataset = Literal["blocks", "transactions", "logs", "traces"]
 DATASETS: Final[tuple[Dataset, ...]] = get_args(Dataset)
+# What a request without a dataset list writes; ``traces`` is opt-in (a trace_block per block).
+DEFAULT_DATASETS: Final[tuple[Dataset, ...]] = ("blocks", "transactions", "logs")
 
 _BIN = pa.large_binary()
 _STR = pa.large_string()
@@ -74,13 +76,46 @@ LOGS: Final = pa.schema(
     ]
 )
 
-SCHEMAS: Final[dict[Dataset, pa.Schema]] = {"blocks": BLOCKS, "transactions": TRANSACTIONS, "logs": LOGS}
+# One row per call trace of ``trace_block`` (parity style), as cryo's ``traces`` dataset writes it:
+# the action's fields (call, create, suicide or reward), the result's (null when the node gives
+# none), ``trace_address`` as ``_``-joined indices ("" for a transaction's root call), and
+# ``transaction_index`` (the trace's ``transactionPosition``). Failed calls stay, with ``error``.
+TRACES: Final = pa.schema(
+    [
+        ("action_from", _BIN),
+        ("action_to", _BIN),
+        ("action_value", _STR),
+        ("action_gas", pa.uint32()),
+        ("action_input", _BIN),
+        ("action_call_type", _STR),
+        ("action_init", _BIN),
+        ("action_reward_type", _STR),
+        ("action_type", _STR),
+        ("result_gas_used", pa.uint32()),
+        ("result_output", _BIN),
+        ("result_code", _BIN),
+        ("result_address", _BIN),
+        ("trace_address", _STR),
+        ("subtraces", pa.uint32()),
+        ("transaction_index", pa.uint32()),
+        ("transaction_hash", _BIN),
+        ("block_number", pa.uint32()),
+        ("block_hash", _BIN),
+        ("error", _STR),
+        ("chain_id", pa.uint64()),
+    ]
+)
+
+SCHEMAS: Final[dict[Dataset, pa.Schema]] = {
+    "blocks": BLOCKS, "transactions": TRANSACTIONS, "logs": LOGS, "traces": TRACES,
+}
 
 # Row order of each dataset's file (cryo's default sort).
 SORT_KEYS: Final[dict[Dataset, tuple[str, ...]]] = {
     "blocks": ("block_number",),
     "transactions": ("block_number", "transaction_index"),
     "logs": ("block_number", "log_index"),
+    "traces": ("block_number", "transaction_index"),  # stable: a transaction's traces keep their order
 }
 
 

@@ -6,7 +6,8 @@ transactions (ERC-20 transfers, mints, burns, (un)delegations, ETH transfers: al
 value). With ``specials`` the history starts with one block per unusual transaction shape that a
 column mapping must get right: a legacy and an EIP-2930 transaction, a uint256 value beyond
 float precision, a contract creation emitting LOG0..LOG4 (no ``to``, 0 to 4 topics, empty data),
-a reverted creation (status 0), a call with zero bytes in its input, and an empty block.
+a reverted creation (status 0), a call with zero bytes in its input, a creation whose traces
+have every call type, a failed subtrace and a self-destruct, and an empty block.
 Needs anvil without ``--block-time`` (it mines on demand); automine is on again at the end.
 """
 
@@ -53,6 +54,21 @@ def _logs_init_code() -> str:
     return "0x" + code + "00"
 
 
+def _calls_init_code(receiver: str) -> str:
+    """Init code that makes one nested trace of each kind, then self-destructs: CALL (1 wei),
+    STATICCALL, DELEGATECALL, CALLCODE (1 wei) to ``receiver``, a CREATE whose init code reverts
+    (a failed subtrace), SELFDESTRUCT to ``receiver`` (a ``suicide`` trace with the balance left)."""
+    to = "73" + receiver.removeprefix("0x").lower()  # PUSH20 receiver
+    out = "6000" "6000" "6000" "6000"  # retLength, retOffset, argsLength, argsOffset: all 0
+    code = out + "6001" + to + "5a" "f1" "50"  # CALL(gas, to, 1 wei, ...); POP
+    code += out + to + "5a" "fa" "50"  # STATICCALL
+    code += out + to + "5a" "f4" "50"  # DELEGATECALL
+    code += out + "6001" + to + "5a" "f2" "50"  # CALLCODE(gas, to, 1 wei, ...)
+    code += "64" "60006000fd" "6000" "52"  # mstore(0, <init code that reverts>): bytes 27..31
+    code += "6005" "601b" "6000" "f0" "50"  # CREATE(value 0, offset 27, length 5); POP
+    return "0x" + code + to + "ff"  # SELFDESTRUCT(receiver)
+
+
 def special_transactions(sender: str, receiver: str) -> list[dict[str, Any]]:
     """``eth_sendTransaction`` params of the unusual shapes (each mined in its own block)."""
     gwei = 10**9
@@ -67,6 +83,7 @@ def special_transactions(sender: str, receiver: str) -> list[dict[str, Any]]:
         {"from": sender, "data": _logs_init_code(), "gas": hex(300000)},  # creation with 5 logs
         {"from": sender, "data": "0x60006000fd", "gas": hex(100000)},  # creation that reverts
         {"from": sender, "to": receiver, "value": "0x0", "data": "0x00ff0000ab", "gas": hex(50000)},
+        {"from": sender, "data": _calls_init_code(receiver), "value": hex(1000), "gas": hex(400000)},
     ]
 
 
@@ -109,7 +126,7 @@ async def build_history(
     rpc: RpcClient, *, blocks: int, tx_per_block: int = 8, seed: int = 1, specials: bool = True
 ) -> History:
     """Mine ``blocks`` new blocks of traffic (see the module doc); return what was mined."""
-    extra: Final = 7 if specials else 0  # six special transactions and one empty block
+    extra: Final = 8 if specials else 0  # seven special transactions and one empty block
     if blocks < extra + 1:
         raise TraceError(f"build_history needs at least {extra + 1} blocks, got {blocks}")
     await rpc.call("evm_setAutomine", False)

@@ -1,19 +1,21 @@
-"""Dataset file names and atomic Parquet writes into a staging directory.
+"""Dataset file names, and Parquet files put into the object store under an attempt's prefix.
 
 Names follow cryo: ``{chain}__{dataset}__{start:08d}_to_{end:08d}.parquet`` with an INCLUSIVE end.
-A file is written under a hidden temporary name in the same directory, flushed to disk, then
-renamed, so a reader never sees a half-written file; all the datasets of one call are renamed
-only once every one of them has been written.
+Every table of a call is encoded first (in memory, or into a local temporary file when its Arrow
+size reaches ``spill_bytes``: S3 then gets a large one as a multipart upload) and hashed (sha256); only then
+are the files put, each whole (a reader never sees part of one). A table that does not have its
+dataset's schema stops the call before anything is put. Both engines end here, so their files are
+the same bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
-import uuid
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
 
@@ -21,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.cryo_ingest.columns import DATASETS, SCHEMAS, Dataset
-from operators.cryo_ingest.request import StagedFile
+from operators.cryo_ingest.request import SPILL_BYTES, StagedFile
 from operators.range_splitter import Chunk
+from tracekit.objects import ObjectStore
 
 COMPRESSION: Final = "zstd"
 ROW_GROUP_ROWS: Final = 256 * 1024
@@ -51,42 +54,54 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return bytes(sink.getvalue())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_parquet_file(table: pa.Table, path: Path) -> str:
+    """Encode ``table`` into ``path`` (the same bytes as :func:`parquet_bytes`); its sha256."""
+    pq.write_table(table, str(path), compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def write_tables(
-    tables: Mapping[Dataset, pa.Table], output_dir: Path, chain: str, chunk: Chunk
+@dataclass(frozen=True)
+class _Encoded:
+    staged: StagedFile
+    content: bytes | Path  # in memory, or spilled to a local file
+
+
+def put_tables(
+    tables: Mapping[Dataset, pa.Table], store: ObjectStore, prefix: str, chain: str, chunk: Chunk, *,
+    spill_bytes: int = SPILL_BYTES,
 ) -> list[StagedFile]:
-    """Write each table to its dataset file in ``output_dir`` (created if missing), atomically.
+    """Put each table as its dataset's file under ``prefix`` in ``store``; see the module doc.
 
-    Existing files of the same name are replaced (a re-run writes the same content). Tables must
-    have their dataset's schema exactly (see :mod:`operators.cryo_ingest.columns`).
+    An object of the same key is replaced (a re-run writes the same bytes). Tables must have their
+    dataset's schema exactly (:mod:`operators.cryo_ingest.columns`), else ValueError, nothing put.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    pending: list[tuple[Path, Path, StagedFile]] = []
-    try:
+    for dataset, table in tables.items():
+        if not table.schema.equals(SCHEMAS[dataset]):
+            raise ValueError(f"{dataset} table does not have the dataset's schema: {table.schema}")
+    with contextlib.ExitStack() as cleanup:
+        spill: Path | None = None
+        encoded: list[_Encoded] = []
         for dataset, table in tables.items():
-            if not table.schema.equals(SCHEMAS[dataset]):
-                raise ValueError(f"{dataset} table does not have the dataset's schema: {table.schema}")
-            final = output_dir / file_name(chain, dataset, chunk)
-            tmp = output_dir / f".{final.name}.{uuid.uuid4().hex}.tmp"
-            data = parquet_bytes(table)
-            with open(tmp, "wb") as out:
-                pending.append((tmp, final, StagedFile(dataset, final, table.num_rows, len(data),
-                                                       hashlib.sha256(data).hexdigest())))
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-        for tmp, final, _ in pending:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _, _ in pending:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-    _fsync_dir(output_dir)
-    return [staged for _, _, staged in pending]
+            name = file_name(chain, dataset, chunk)
+            if table.nbytes >= spill_bytes:
+                if spill is None:
+                    spill = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="trace-ingest-")))
+                path = spill / name
+                digest = write_parquet_file(table, path)
+                staged = StagedFile(dataset, prefix + name, table.num_rows, path.stat().st_size, digest)
+                encoded.append(_Encoded(staged, path))
+            else:
+                data = parquet_bytes(table)
+                staged = StagedFile(dataset, prefix + name, table.num_rows, len(data),
+                                    hashlib.sha256(data).hexdigest())
+                encoded.append(_Encoded(staged, data))
+        for item in encoded:
+            if isinstance(item.content, Path):
+                store.put_file(item.staged.key, item.content)
+            else:
+                store.put(item.staged.key, item.content)
+        return [item.staged for item in encoded]

@@ -1,11 +1,12 @@
-"""``ingest_chunk``: one chunk of blocks -> one staged Parquet file per dataset.
+"""``ingest_chunk``: one chunk of blocks -> one staged Parquet file per dataset in an object store.
 
 1. Check the node: its chain id must be the request's (else :class:`~tracekit.errors.ChainMismatch`)
    and the chunk must end at or below the confirmed head (else
    :class:`~operators.cryo_ingest.errors.NotYetConfirmed`; nothing is read or written).
 2. Extract with the request's engine (``rpc`` or ``cryo``): one Arrow table per dataset, exactly
    cryo 0.3.2's columns and types, rows in cryo's order.
-3. Write every table to a temporary file in the output directory, then rename them all.
+3. Encode every table as Parquet (and its sha256), then put each file under the request's key
+   prefix in the store (:func:`~operators.cryo_ingest.files.put_tables`).
 """
 
 from __future__ import annotations
@@ -17,26 +18,29 @@ import pyarrow as pa
 from operators.cryo_ingest.columns import SORT_KEYS, Dataset
 from operators.cryo_ingest.engines import cryo as cryo_engine
 from operators.cryo_ingest.engines import rpc as rpc_engine
-from operators.cryo_ingest.files import write_tables
+from operators.cryo_ingest.files import put_tables
 from operators.cryo_ingest.head import check_confirmed, confirmed_head
 from operators.cryo_ingest.ratelimit import RateLimitAwareClient, RetryingRpc
 from operators.cryo_ingest.request import IngestRequest, StagedFile
 from tracekit.errors import ChainMismatch
 from tracekit.jsonrpc import hex_to_int
+from tracekit.objects import ObjectStore
 
 
 def _sorted(table: pa.Table, dataset: Dataset) -> pa.Table:
     keys = SORT_KEYS[dataset]
-    return table.sort_by([(k, "ascending") for k in keys])
+    # stable, nulls first (as cryo's polars sort): a transaction's traces keep the node's order
+    return table.sort_by([(k, "ascending", "at_start") for k in keys])
 
 
-async def ingest_chunk(req: IngestRequest) -> list[StagedFile]:
-    """Write ``req.chunk`` of every dataset in ``req.datasets`` to ``req.output_dir``.
+async def ingest_chunk(req: IngestRequest, store: ObjectStore) -> list[StagedFile]:
+    """Write ``req.chunk`` of every dataset in ``req.datasets`` under ``req.prefix`` in ``store``.
 
     Returns the staged files in dataset order. Raises ``NotYetConfirmed`` (retryable, nothing
     read) when the chunk ends above the confirmed head, ``RateLimited`` (retryable) when the
     endpoint kept rate limiting, ``BadRpcData`` naming block and field for malformed replies,
-    ``CryoFailed`` (retryable) when cryo panicked, ``RpcUnavailable`` when the node is unreachable.
+    ``CryoFailed`` (retryable) when cryo panicked, ``RpcUnavailable`` when the node is unreachable,
+    an ``ObjectStoreError`` when the store refused a file (``ObjectStoreUnavailable``: retryable).
     """
     client = RateLimitAwareClient(req.rpc_url, timeout=req.timeout_s, max_connections=req.concurrency)
     async with client:
@@ -65,7 +69,8 @@ async def ingest_chunk(req: IngestRequest) -> list[StagedFile]:
                 max_retries=req.rate_limit_retries, initial_backoff_ms=round(req.backoff_base_s * 1000),
             )
     ordered = {d: _sorted(tables[d], d) for d in req.datasets}
-    return await asyncio.to_thread(write_tables, ordered, req.output_dir, req.chain, req.chunk)
+    return await asyncio.to_thread(put_tables, ordered, store, req.prefix, req.chain, req.chunk,
+                                   spill_bytes=req.spill_bytes)
 
 
 __all__ = ["confirmed_head", "ingest_chunk"]

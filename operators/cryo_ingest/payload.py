@@ -8,12 +8,11 @@ Pure: validation only.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from operators.cryo_ingest.columns import DATASETS, Dataset
+from operators.cryo_ingest.columns import DEFAULT_DATASETS, Dataset
 from operators.cryo_ingest.request import Engine, IngestRequest
 from operators.range_splitter import Chunk
 from tracekit.errors import ConfigError, first_problem
@@ -59,17 +58,18 @@ class IngestPayload(BaseModel):
 
     @property
     def datasets(self) -> tuple[Dataset, ...]:
-        """The datasets the event or else the config names (none: every dataset)."""
+        """The datasets the event or else the config names (none: the default three, no traces)."""
         return self.event.datasets or self.config.datasets or ()
 
     @property
     def chunk(self) -> Chunk:
         return Chunk(self.event.start, self.event.end)
 
-    def request(self, *, rpc_url: str, output_dir: Path, confirmations: int) -> IngestRequest:
-        """The chunk's ingest into ``output_dir`` from the node at ``rpc_url``."""
+    def request(self, *, rpc_url: str, prefix: str, confirmations: int) -> IngestRequest:
+        """The chunk's ingest under the key ``prefix`` (of the worker's store) from ``rpc_url``."""
         return IngestRequest(
-            rpc_url=rpc_url, chain_id=self.event.chain_id, chunk=self.chunk, output_dir=output_dir,
-            datasets=self.datasets or DATASETS, engine=self.event.engine or self.config.engine or "rpc",
+            rpc_url=rpc_url, chain_id=self.event.chain_id, chunk=self.chunk, prefix=prefix,
+            datasets=self.datasets or DEFAULT_DATASETS,
+            engine=self.event.engine or self.config.engine or "rpc",
             chain=self.event.chain or "", confirmations=confirmations,
         )

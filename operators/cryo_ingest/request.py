@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from operators.cryo_ingest.columns import DATASETS, Dataset
+from operators.cryo_ingest.columns import DATASETS, DEFAULT_DATASETS, Dataset
 from operators.range_splitter import Chunk, chunk_key
-from tracekit.errors import ConfigError, TraceError
+from tracekit.errors import ConfigError, ObjectStoreError, TraceError
+from tracekit.objects import check_prefix
 
 Engine = Literal["rpc", "cryo"]
 ENGINES: Final[tuple[Engine, ...]] = get_args(Engine)
@@ -43,6 +43,7 @@ CHAIN_NAMES: Final[dict[int, str]] = {
 }
 
 DEFAULT_CONFIRMATIONS: Final = 10
+SPILL_BYTES: Final = 64 * 1024 * 1024  # a table this large (in Arrow) is encoded into a local file
 
 
 def chain_name(chain_id: int) -> str:
@@ -63,7 +64,9 @@ def _positive_float(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class IngestRequest:
-    """One chunk of blocks to write as Parquet, one file per dataset, into ``output_dir``.
+    """One chunk of blocks to write as Parquet, one file per dataset, under the key ``prefix`` of
+    an object store (``""`` or ending in ``/``; the store itself is passed to ``ingest_chunk``).
+    ``datasets`` defaults to blocks, transactions and logs; ``traces`` is opt-in.
 
     ``confirmed_head``: the highest block the caller considers final (node head minus
     confirmations, see :func:`~operators.cryo_ingest.head.confirmed_head`). When None, the
@@ -74,13 +77,15 @@ class IngestRequest:
     (``rpc`` engine; for ``cryo`` it is its ``max_concurrent_requests``). Rate-limited requests
     are retried ``rate_limit_retries`` times with exponential backoff from ``backoff_base_s`` up to
     ``backoff_max_s`` seconds (jittered), then :class:`~operators.cryo_ingest.errors.RateLimited`.
+    A table whose Arrow size reaches ``spill_bytes`` (0: every table) is encoded into a local
+    temporary file and uploaded from there (multipart on S3 when large) instead of from memory.
     """
 
     rpc_url: str
     chain_id: int
     chunk: Chunk
-    output_dir: Path
-    datasets: tuple[Dataset, ...] = DATASETS
+    prefix: str = ""
+    datasets: tuple[Dataset, ...] = DEFAULT_DATASETS
     engine: Engine = "rpc"
     chain: str = ""
     confirmed_head: int | None = None
@@ -91,6 +96,7 @@ class IngestRequest:
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
     timeout_s: float = 30.0
+    spill_bytes: int = SPILL_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.rpc_url, str) or not self.rpc_url.startswith(("http://", "https://")):
@@ -98,7 +104,12 @@ class IngestRequest:
         _positive_int("chain_id", self.chain_id, 1)
         if not isinstance(self.chunk, Chunk):
             raise ConfigError(f"chunk must be an operators.range_splitter.Chunk, got {self.chunk!r}")
-        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        if not isinstance(self.prefix, str) or (self.prefix and not self.prefix.endswith("/")):
+            raise ConfigError(f"prefix must be '' or a key prefix ending in '/', got {self.prefix!r}")
+        try:
+            check_prefix(self.prefix)
+        except ObjectStoreError as exc:
+            raise ConfigError(f"prefix {self.prefix!r} is not a valid key prefix: {exc}") from exc
         datasets = (self.datasets,) if isinstance(self.datasets, str) else tuple(self.datasets)
         unknown = [d for d in datasets if d not in DATASETS]
         if unknown or not datasets or len(set(datasets)) != len(datasets):
@@ -122,12 +133,12 @@ class IngestRequest:
         _positive_float("backoff_base_s", self.backoff_base_s)
         _positive_float("backoff_max_s", self.backoff_max_s)
         _positive_float("timeout_s", self.timeout_s)
+        _positive_int("spill_bytes", self.spill_bytes, 0)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (e.g. a task payload); :meth:`from_json` reads it back."""
         data = asdict(self)
         data["chunk"] = {"start": self.chunk.start, "end": self.chunk.end}
-        data["output_dir"] = str(self.output_dir)
         data["datasets"] = list(self.datasets)
         return data
 
@@ -137,8 +148,7 @@ class IngestRequest:
             values = dict(data)
             chunk = values.pop("chunk")
             values["chunk"] = Chunk(int(chunk["start"]), int(chunk["end"]))
-            values["output_dir"] = Path(values["output_dir"])
-            values["datasets"] = tuple(values.get("datasets", DATASETS))
+            values["datasets"] = tuple(values.get("datasets", DEFAULT_DATASETS))
             return cls(**values)
         except TraceError:
             raise
@@ -148,10 +158,14 @@ class IngestRequest:
 
 @dataclass(frozen=True)
 class StagedFile:
-    """One Parquet file written (atomically) into the staging directory."""
+    """One Parquet file put (whole) into the object store: its key, rows, size and sha256 (hex)."""
 
     dataset: Dataset
-    path: Path
+    key: str
     rows: int
     bytes: int
     sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition("/")[2]

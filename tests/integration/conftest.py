@@ -3,7 +3,8 @@
 ``pg_url`` (embedded Postgres, migrated; superuser ``postgres``, so tests may CREATE DATABASE),
 ``kafka_bootstrap`` (tansu), ``anvil`` (rpc_url, ws_url, chain_id; 0.4 s blocks), ``object_dir``,
 and ``seaweedfs`` / ``s3_config`` (SeaweedFS with generated credentials and the buckets
-``datasets``, ``results``, ``scratch``).
+``datasets``, ``results``, ``scratch``). ``object_store`` gives each test module a fresh store twice
+over: on SeaweedFS (a prefix of ``datasets``) and in a directory, so a module using it runs on both.
 All live under one temporary directory (mode 0755: Postgres runs as uid 65534 when we are root),
 removed at the end. A fixture that cannot start its service fails the test naming the service; it
 never skips. Every test in this directory is marked ``integration``.
@@ -16,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -34,6 +36,7 @@ from devstack.seaweedfs import (
     start_seaweedfs,
 )
 from devstack.tansu import TansuSpec, start_tansu
+from tests.integration.object_stores import TestStore, new_store
 from tracekit.db import migrate
 from tracekit.errors import TraceError
 from tracekit.objects import S3Config
@@ -159,3 +162,13 @@ def seaweedfs(stack_root: Path) -> Iterator[SeaweedfsSpec]:
 def s3_config(seaweedfs: SeaweedfsSpec) -> S3Config:
     """Endpoint, region and credentials of the session's S3 server."""
     return seaweedfs.s3_config()
+
+
+@pytest.fixture(scope="module", params=["s3", "dir"])
+def object_store(request: pytest.FixtureRequest) -> TestStore:
+    """An empty store for the module: ``s3://datasets/it-...`` on the session's SeaweedFS, then a
+    fresh directory (``file://``): every test using it runs on both."""
+    name = f"it-{uuid.uuid4().hex[:10]}"
+    if request.param == "s3":
+        return new_store("s3", name, s3=request.getfixturevalue("s3_config"))
+    return new_store("dir", name, directory=request.getfixturevalue("object_dir"))

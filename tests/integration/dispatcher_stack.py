@@ -1,6 +1,7 @@
 """A real dispatcher (API + outbox publisher + reaper, uvicorn on a free port) and in-process
 workers, for the dispatcher's integration tests. Each stack serves its own org, so tests sharing
-the session's database never see each other's tasks."""
+the session's database never see each other's tasks; its workers write to the org's part of the
+given object store (S3 or a directory)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dispatcher.service import serve_dispatcher
 from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
 from dispatcher.worker.context import Operator
 from operators.cryo_ingest import chain_name
+from tests.integration.object_stores import TestStore
 
 CHAIN_ID = 10143
 API_TOKEN = "api-test-token"
@@ -33,7 +35,7 @@ class DispatcherStack:
     config: ApiConfig
     base_url: str
     pg_url: str
-    object_dir: Path
+    objects: TestStore  # where this stack's workers stage files
     rpc_url: str
     workers: list[tuple[Worker, asyncio.Task[None], QueueDriver]] = field(default_factory=list)
 
@@ -72,8 +74,8 @@ class DispatcherStack:
                            idle_poll_s: float = 1.0) -> Worker:
         queue = await open_queue("pg", database_url=self.pg_url, visibility_s=5.0)
         client = DispatcherClient(self.base_url, WORKER_TOKEN)
-        env = WorkerEnv(object_dir=self.object_dir, rpc_urls={CHAIN_ID: rpc_url or self.rpc_url},
-                        confirmations=0, wait_confirmed_s=5.0)
+        env = WorkerEnv(store=self.objects.store, store_url=self.objects.url,
+                        rpc_urls={CHAIN_ID: rpc_url or self.rpc_url}, confirmations=0, wait_confirmed_s=5.0)
         worker = Worker(name or f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}", client, queue,
                         {**OPERATORS, **(operators or {})}, env, slots=slots, idle_poll_s=idle_poll_s)
         self.workers.append((worker, asyncio.create_task(worker.run()), queue))
@@ -90,9 +92,15 @@ class DispatcherStack:
 
 
 @contextlib.asynccontextmanager
-async def running_dispatcher(pg_url: str, object_dir: Path, rpc_url: str, *, lease_s: float = 2.0
+async def running_dispatcher(pg_url: str, objects: TestStore | Path, rpc_url: str, *, lease_s: float = 2.0
                              ) -> AsyncIterator[DispatcherStack]:
+    """``objects``: a store (the org's files go under ``ORG/`` in it) or a directory (``DIR/ORG``)."""
     org = f"t{uuid.uuid4().hex[:10]}"
+    if isinstance(objects, Path):
+        (objects / org).mkdir(parents=True, exist_ok=True)
+        store = TestStore.open((objects / org).as_uri(), None)
+    else:
+        store = objects.child(org)
     port = free_port()
     config = ApiConfig(api_token=API_TOKEN, worker_token=WORKER_TOKEN, task_secret=b"k" * 32,
                        database_url=pg_url, org_id=org, chains={CHAIN_ID: chain_name(CHAIN_ID)},
@@ -102,7 +110,7 @@ async def running_dispatcher(pg_url: str, object_dir: Path, rpc_url: str, *, lea
     serving = asyncio.create_task(serve_dispatcher(config, queue, host="127.0.0.1", port=port,
                                                    reap_every_s=0.2, stop=stop))
     base = f"http://127.0.0.1:{port}"
-    stack = DispatcherStack(config, base, pg_url, object_dir / org, rpc_url)
+    stack = DispatcherStack(config, base, pg_url, store, rpc_url)
     try:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:

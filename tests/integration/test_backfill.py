@@ -1,29 +1,39 @@
 """Backfills end to end on real parts: the dispatcher (API, outbox publisher, reaper) on the
-session's Postgres, the Postgres wake-up queue, workers, and an anvil with a mined history.
+session's Postgres, the Postgres wake-up queue, workers, and an anvil with a mined history; every
+test runs twice, with the workers' object store on S3 (SeaweedFS) and in a directory.
 
-Shown here: files equal to the node's chain and identical between the ``rpc`` and ``cryo``
-engines; duplicate wake-ups never run a task twice at once; a worker killed (-9) mid-task loses
-its lease and the task completes once on another; cancel stops a running backfill; a graceful
-stop hands leases back; a poison wake-up ends in the dead table.
+Shown here: files equal to the node's chain (read back through the store, each with the sha256 it
+was reported with) and identical between the ``rpc`` and ``cryo`` engines; ``traces`` only when
+asked for; duplicate wake-ups never run a task twice at once; a worker killed (-9) mid-task, or
+after staging its files, loses its lease and the task completes once on another, whose files
+alone are reported; cancel stops a running backfill; a graceful stop hands leases back; a poison
+wake-up ends in the dead table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import http.server
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from dispatcher.protocol import TASK_QUEUE, OutputIn
@@ -37,6 +47,7 @@ from tests.integration.dispatcher_stack import (
     DispatcherStack,
     running_dispatcher,
 )
+from tests.integration.object_stores import TestStore
 from tracekit.jsonrpc import RpcClient, hex_to_int
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -56,9 +67,9 @@ async def history(chain_url: str) -> History:
 
 
 @pytest.fixture(scope="module")
-async def stack(pg_url: str, object_dir: Path, chain_url: str,
+async def stack(pg_url: str, object_store: TestStore, chain_url: str,
                 history: History) -> AsyncIterator[DispatcherStack]:
-    async with running_dispatcher(pg_url, object_dir, chain_url) as running:
+    async with running_dispatcher(pg_url, object_store, chain_url) as running:
         yield running
 
 
@@ -89,9 +100,21 @@ async def _outputs(stack: DispatcherStack, run_id: str) -> list[dict[str, Any]]:
         return list(r.json())
 
 
-def _table(outputs: Sequence[dict[str, Any]], dataset: str) -> pa.Table:
+def _table(stack: DispatcherStack, outputs: Sequence[dict[str, Any]], dataset: str) -> pa.Table:
+    """The dataset's committed files, read through the store; each file's bytes must have the
+    sha256 its output was reported with."""
     files = sorted((o for o in outputs if o["dataset_id"] == dataset), key=lambda o: o["block_start"])
-    return pa.concat_tables([pq.read_table(o["uri"].removeprefix("file://")) for o in files])
+    tables = []
+    for o in files:
+        table, sha256 = stack.objects.read(o["uri"])
+        assert sha256 == o["sha256"], o
+        tables.append(table)
+    return pa.concat_tables(tables)
+
+
+def _staged_prefix(stack: DispatcherStack, run_id: str) -> str:
+    """What every committed file's URI starts with: the store's URL of ``_staging/<run>/``."""
+    return stack.objects.uri_of(f"_staging/{run_id}/x").removesuffix("x")
 
 
 # -- the files are the chain's -------------------------------------------------------------------
@@ -114,13 +137,16 @@ async def test_a_backfill_writes_the_nodes_rows_and_both_engines_agree(
         assert p["tasks"] == {"succeeded": chunks + 1} and p["files"] == 3 * chunks
 
     rpc_out, cryo_out = await _outputs(stack, rpc_run), await _outputs(stack, cryo_run)
+    assert {o["dataset_id"] for o in rpc_out} == {"blocks", "transactions", "logs"}  # no traces unasked
     for o in rpc_out:  # file names follow cryo's: {chain}__{dataset}__{start:08d}_to_{end:08d}.parquet
         bounds = f"{o['block_start']:08d}_to_{o['block_end']:08d}"
-        assert Path(o["uri"]).name == f"{chain_name(CHAIN_ID)}__{o['dataset_id']}__{bounds}.parquet"
+        assert o["uri"].rpartition("/")[2] == f"{chain_name(CHAIN_ID)}__{o['dataset_id']}__{bounds}.parquet"
+        assert o["uri"].startswith(_staged_prefix(stack, rpc_run))  # s3://datasets/... or file:///...
+        assert o["uri"].startswith("s3://datasets/" if stack.objects.kind == "s3" else "file:///")
     for dataset in ("blocks", "transactions", "logs"):
-        assert _table(rpc_out, dataset).equals(_table(cryo_out, dataset)), dataset
+        assert _table(stack, rpc_out, dataset).equals(_table(stack, cryo_out, dataset)), dataset
 
-    blocks, txs, logs = (_table(rpc_out, d) for d in ("blocks", "transactions", "logs"))
+    blocks, txs, logs = (_table(stack, rpc_out, d) for d in ("blocks", "transactions", "logs"))
     async with RpcClient(chain_url, timeout=60) as rpc:
         node = await rpc.batch([("eth_getBlockByNumber", (hex(n), False)) for n in range(start, end + 1)])
         receipts = await rpc.batch([("eth_getBlockReceipts", (hex(n),)) for n in range(start, end + 1)])
@@ -135,6 +161,23 @@ async def test_a_backfill_writes_the_nodes_rows_and_both_engines_agree(
     assert sorted(t.hex() for t in txs.column("transaction_hash").to_pylist()) == sorted(
         h[2:] for b in node for h in b["transactions"])
     assert logs.num_rows == sum(len(r["logs"]) for rs in receipts for r in rs) > 0
+
+
+async def test_traces_are_written_when_a_backfill_asks_for_them(
+        stack: DispatcherStack, history: History, chain_url: str) -> None:
+    start = _aligned(history)
+    await stack.start_worker(slots=4)
+    run_id = await stack.submit(start, start + 19, chunk_size=10, datasets=("blocks", "traces"))
+    run = await stack.wait_run(run_id)
+    assert run["state"] == "succeeded", run
+    assert run["progress"]["files"] == 4  # 2 chunks x 2 datasets
+    outputs = await _outputs(stack, run_id)
+    traces = _table(stack, outputs, "traces")
+    async with RpcClient(chain_url, timeout=60) as rpc:
+        node = await rpc.batch([("trace_block", (hex(n),)) for n in range(start, start + 20)])
+    assert traces.num_rows == sum(len(t) for t in node) == run["progress"]["rows"]["traces"] > 0
+    assert traces.column("transaction_hash").to_pylist() == [
+        bytes.fromhex(t["transactionHash"][2:]) for ts in node for t in ts]
 
 
 # -- leases --------------------------------------------------------------------------------------
@@ -178,6 +221,19 @@ async def test_duplicate_wakeups_never_run_a_task_twice_at_once(stack: Dispatche
     assert sum(w.stats.claimed for w, _, _ in stack.workers) == 9
 
 
+def _worker_process(stack: DispatcherStack, name: str, tmp_path: Path, *, rpc_url: str,
+                    dispatcher_url: str | None = None) -> subprocess.Popen[bytes]:
+    """`trace worker run` with one slot, writing to the stack's store (S3 or the directory)."""
+    env = {**os.environ, "TRACE_DISPATCHER_URL": dispatcher_url or stack.base_url,
+           "TRACE_WORKER_TOKEN": WORKER_TOKEN, "TRACE_API_TOKEN": "unused",
+           "TRACE_DISPATCHER_SECRET": "unused", "TRACE_QUEUE": "pg", "TRACE_DATABASE_URL": stack.pg_url,
+           "TRACE_RPC_URL": rpc_url,
+           "TRACE_CHAIN_ID": str(CHAIN_ID), "TRACE_HOME": str(tmp_path / "home"), **stack.objects.env()}
+    argv = [sys.executable, "-m", "tracecli", "worker", "run", "--slots", "1", "--id", name]
+    with (tmp_path / "worker.log").open("wb") as worker_log:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=worker_log)
+
+
 def _stalled_rpc() -> tuple[socket.socket, str]:
     """An endpoint that accepts connections and never answers (a hung provider)."""
     sock = socket.socket()
@@ -189,14 +245,8 @@ def _stalled_rpc() -> tuple[socket.socket, str]:
 async def test_a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_once(
         stack: DispatcherStack, history: History, tmp_path: Path) -> None:
     hung, hung_url = _stalled_rpc()
-    env = {**os.environ, "TRACE_DISPATCHER_URL": stack.base_url, "TRACE_WORKER_TOKEN": WORKER_TOKEN,
-           "TRACE_API_TOKEN": "unused", "TRACE_DISPATCHER_SECRET": "unused", "TRACE_QUEUE": "pg",
-           "TRACE_DATABASE_URL": stack.pg_url, "TRACE_RPC_URL": hung_url, "TRACE_CHAIN_ID": str(CHAIN_ID),
-           "TRACE_OBJECT_STORE": str(stack.object_dir), "TRACE_HOME": str(tmp_path / "home")}
     name = f"doomed-{uuid.uuid4().hex[:6]}"
-    argv = [sys.executable, "-m", "tracecli", "worker", "run", "--slots", "1", "--id", name]
-    with (tmp_path / "worker.log").open("wb") as worker_log:
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=worker_log)
+    proc = _worker_process(stack, name, tmp_path, rpc_url=hung_url)
     try:
         run_id = await stack.submit(_aligned(history), _aligned(history) + 9, chunk_size=10)
         deadline = time.monotonic() + 60
@@ -228,11 +278,108 @@ async def test_a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_o
     assert detail["state"] == "succeeded" and detail["failures"] == 1
 
 
+@contextlib.contextmanager
+def _completions_held(upstream: str) -> Iterator[tuple[str, threading.Event]]:
+    """A proxy in front of the dispatcher that forwards everything but completions with outputs:
+    those it holds unanswered (the worker waits on them). Yields its URL and an event set once
+    it holds one."""
+    held, stop = threading.Event(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"] or 0))
+            if self.path == "/internal/task-complete" and json.loads(body).get("outputs"):
+                held.set()
+                stop.wait(60)  # never answered while the test runs
+                return
+            request = urllib.request.Request(upstream + self.path, data=body, method="POST", headers={
+                k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as reply:
+                    status, data = reply.status, reply.read()
+            except urllib.error.HTTPError as exc:
+                status, data = exc.code, exc.read()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", held
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_a_worker_killed_after_staging_its_files_never_has_them_reported(
+        stack: DispatcherStack, history: History, chain_url: str, tmp_path: Path) -> None:
+    """The worker stages its files, then dies (-9) before its completion lands: the files stay in
+    the store under its attempt's prefix, and the run reports only the next attempt's."""
+    name = f"staged-{uuid.uuid4().hex[:6]}"
+    with _completions_held(stack.base_url) as (proxy_url, held):
+        proc = _worker_process(stack, name, tmp_path, rpc_url=chain_url, dispatcher_url=proxy_url)
+        try:
+            run_id = await stack.submit(_aligned(history) + 10, _aligned(history) + 19, chunk_size=10)
+            deadline = time.monotonic() + 60
+            while not held.is_set():
+                assert proc.poll() is None, (tmp_path / "worker.log").read_text()
+                assert time.monotonic() < deadline, "the worker never completed its chunk"
+                await asyncio.sleep(0.05)
+            staged = stack.objects.keys(f"_staging/{run_id}/")
+            os.kill(proc.pid, signal.SIGKILL)  # its files are staged, its completion is in flight
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    (task_id,) = [r[0] for r in await _rows(
+        stack.pg_url, "SELECT task_id FROM state.tasks WHERE run_id = %s AND job = 'ingest'", run_id)]
+    assert [k.rpartition("/")[0] for k in staged] == [f"_staging/{run_id}/{task_id}.1"] * 3
+    await stack.start_worker(slots=2)
+    run = await stack.wait_run(run_id, timeout=60)
+    assert run["state"] == "succeeded", run
+    attempts = await _rows(stack.pg_url, "SELECT attempt, worker, outcome FROM state.task_attempts"
+                                         " WHERE task_id = %s ORDER BY attempt", task_id)
+    assert [(a, w == name, o) for a, w, o in attempts] == [(1, True, "lease_expired"),
+                                                            (2, False, "succeeded")]
+    outputs = await _outputs(stack, run_id)
+    assert sorted(o["dataset_id"] for o in outputs) == ["blocks", "logs", "transactions"]
+    assert {o["attempt"] for o in outputs} == {2}
+    assert not {o["uri"] for o in outputs} & {stack.objects.uri_of(k) for k in staged}
+    assert all(f"/_staging/{run_id}/{task_id}.2/" in o["uri"] for o in outputs)
+    assert set(stack.objects.keys(f"_staging/{run_id}/{task_id}.1/")) == set(staged)  # left, unreported
+    for dataset in ("blocks", "transactions", "logs"):  # the dead attempt wrote the same bytes
+        (dead,) = [k for k in staged if f"__{dataset}__" in k]
+        (live,) = [o for o in outputs if o["dataset_id"] == dataset]
+        assert stack.objects.read(stack.objects.uri_of(dead))[1] == live["sha256"]
+
+
 # -- cancel, shutdown, poison --------------------------------------------------------------------
 
 
 def _forever(started: list[str]) -> Any:
+    """An operator that stages two files (one from memory, one from a local file), then runs until
+    it is stopped."""
+
     async def ingest(ctx: TaskContext) -> Sequence[OutputIn]:
+        data = f"{ctx.task_id}".encode() * 100
+        first = await ctx.stage_bytes("part-0.bin", data)
+        assert (first.key, first.bytes, first.sha256) == (
+            f"{ctx.staging_prefix}part-0.bin", len(data), hashlib.sha256(data).hexdigest())
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "local.bin").write_bytes(data * 3)
+            second = await ctx.stage_file("sub/part-1.bin", Path(tmp) / "local.bin")
+        assert second.uri == ctx.uri(f"{ctx.staging_prefix}sub/part-1.bin") and second.bytes == 3 * len(data)
         started.append(str(ctx.task_id))
         while True:
             await ctx.sleep(0.05)
@@ -248,6 +395,7 @@ async def test_cancel_stops_a_running_backfill(stack: DispatcherStack, history: 
     while len(started) < 4:  # the job's max_concurrency is 4: two chunks stay queued
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
+    assert len(stack.objects.keys(f"_staging/{run_id}/")) == 8  # two files of each running task
     async with stack.api() as api:
         r = await api.post(f"/v1/runs/{run_id}/cancel")
         assert r.status_code == 200 and r.json()["state"] in ("canceling", "canceled")
@@ -256,6 +404,7 @@ async def test_cancel_stops_a_running_backfill(stack: DispatcherStack, history: 
     assert run["progress"]["tasks"] == {"succeeded": 1, "canceled": 6}
     assert len(started) == 4 and worker.stats.canceled == 4 and worker.running == 0
     assert await _outputs(stack, run_id) == []
+    assert stack.objects.keys(f"_staging/{run_id}/") == []  # canceled attempts delete what they staged
 
 
 async def test_a_stopping_worker_hands_its_tasks_back(stack: DispatcherStack, history: History) -> None:
@@ -268,6 +417,7 @@ async def test_a_stopping_worker_hands_its_tasks_back(stack: DispatcherStack, hi
         await asyncio.sleep(0.05)
     await stack.stop_workers()  # SIGTERM: release, not fail
     assert first.stats.released == 2
+    assert stack.objects.keys(f"_staging/{run_id}/") == []  # released attempts delete their files
     rows = await _rows(stack.pg_url, "SELECT state, failures FROM state.tasks"
                                      " WHERE run_id = %s AND job = 'ingest'", run_id)
     assert rows == [("queued", 0), ("queued", 0)]

@@ -2,9 +2,10 @@
 
 The module's own anvil mines on demand; :func:`build_history` fills it with ~300 blocks of
 ERC-20 / staking / ETH traffic (8 tx per block) after one block per unusual transaction shape
-(legacy, EIP-2930, creation with LOG0..LOG4, reverted creation, wide values, empty block).
-A small HTTP proxy in front of it answers 429s and rate-limit errors, corrupts replies on demand
-and records the methods it forwarded.
+(legacy, EIP-2930, creation with LOG0..LOG4, reverted creation, wide values, every call type with
+a failed subtrace and a self-destruct, empty block). A small HTTP proxy in front of it answers
+429s and rate-limit errors, corrupts replies on demand and records the methods it forwarded.
+Files go to an object store: every test runs on S3 (SeaweedFS) and on a directory.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import http.server
 import json
 import threading
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from operators.cryo_ingest import (
     DATASETS,
+    DEFAULT_DATASETS,
     SCHEMAS,
     BlockMissing,
     CryoFailed,
@@ -38,8 +40,10 @@ from operators.cryo_ingest import (
     ingest_chunk,
 )
 from operators.cryo_ingest.devhistory import History, build_history
-from operators.cryo_ingest.files import write_tables
+from operators.cryo_ingest.files import put_tables
+from operators.cryo_ingest.traces import CALL_TYPES
 from operators.range_splitter import Chunk, split_range
+from tests.integration.object_stores import TestStore
 from tracekit.errors import BadRpcData, ChainMismatch, RetryableError
 from tracekit.jsonrpc import RpcClient
 
@@ -162,13 +166,35 @@ async def rpc(anvil_url: str) -> AsyncIterator[RpcClient]:
         yield client
 
 
-def request(url: str, chunk: Chunk, out: Path, **kw: Any) -> IngestRequest:
+@dataclass(frozen=True)
+class Out:
+    """Where a test's files go: ``store`` (the module's S3 prefix or directory) under ``base``."""
+
+    store: TestStore
+    base: str
+
+    def __call__(self, name: str) -> str:
+        """A key prefix of this test's own."""
+        return f"{self.base}{name}/"
+
+    def keys(self, name: str) -> list[str]:
+        return self.store.keys(self(name))
+
+    async def ingest(self, req: IngestRequest) -> list[StagedFile]:
+        return await ingest_chunk(req, self.store.store)
+
+    def read(self, f: StagedFile) -> pa.Table:
+        return self.store.read_key(f.key)
+
+
+@pytest.fixture
+def out(object_store: TestStore) -> Out:
+    return Out(object_store, f"{uuid.uuid4().hex[:12]}/")
+
+
+def request(url: str, chunk: Chunk, prefix: str, **kw: Any) -> IngestRequest:
     kw.setdefault("confirmations", 0)
-    return IngestRequest(url, CHAIN_ID, chunk, out, **kw)
-
-
-def read(files: list[StagedFile]) -> dict[str, Any]:
-    return {f.dataset: pq.read_table(f.path) for f in files}
+    return IngestRequest(url, CHAIN_ID, chunk, prefix, **kw)
 
 
 # -- the rpc engine's files are the node's data --------------------------------------------------
@@ -186,21 +212,27 @@ def _b(value: str | None) -> bytes | None:
 
 
 async def test_rpc_engine_files_hold_the_nodes_data(
-    history: History, anvil_url: str, rpc: RpcClient, tmp_path: Path
+    history: History, anvil_url: str, rpc: RpcClient, out: Out
 ) -> None:
     first, last = 0, history.last_block  # from genesis: the deploy blocks too
     staged: list[StagedFile] = []
     for chunk in split_range(first, last, 128):  # aligned chunks: 0..127, 128..255, ...
-        files = await ingest_chunk(request(anvil_url, chunk, tmp_path, batch_blocks=16, concurrency=3))
-        assert [f.dataset for f in files] == list(DATASETS)
+        files = await out.ingest(request(anvil_url, chunk, out("all"), batch_blocks=16, concurrency=3))
+        assert [f.dataset for f in files] == list(DEFAULT_DATASETS)  # no traces unless asked for
+        sizes = dict(out.store.store.list(out("all")))
         for f in files:
-            assert f.path.name == f"monad_testnet__{f.dataset}__{chunk.start:08d}_to_{chunk.end:08d}.parquet"
-            assert f.path.stat().st_size == f.bytes
+            assert f.name == f"monad_testnet__{f.dataset}__{chunk.start:08d}_to_{chunk.end:08d}.parquet"
+            assert f.key == out("all") + f.name
+            assert sizes[f.key] == f.bytes
+            assert hashlib.sha256(out.store.store.get(f.key)).hexdigest() == f.sha256
         staged += files
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.path.name for f in staged)  # no temp files
+    assert out.keys("all") == sorted(f.key for f in staged)  # nothing else under the prefix
+    if out.store.kind == "dir":  # no temporary files left in the directory either
+        directory = Path(out.store.store.url(staged[0].key)).parent
+        assert sorted(p.name for p in directory.iterdir()) == sorted(f.name for f in staged)
 
     def table(dataset: str) -> pa.Table:
-        return pa.concat_tables([pq.read_table(f.path) for f in staged if f.dataset == dataset])
+        return pa.concat_tables([out.read(f) for f in staged if f.dataset == dataset])
 
     blocks_t, txs_t, logs_t = table("blocks"), table("transactions"), table("logs")
     for dataset, t in (("blocks", blocks_t), ("transactions", txs_t), ("logs", logs_t)):
@@ -246,24 +278,83 @@ async def test_rpc_engine_files_hold_the_nodes_data(
 
 @pytest.mark.parametrize(
     "datasets",
-    [DATASETS, ("logs",), ("blocks", "logs"), ("transactions",)],
-    ids=["all", "logs-by-range", "blocks+logs", "transactions"],
+    [DATASETS, ("logs",), ("blocks", "logs"), ("transactions",), ("traces",)],
+    ids=["all", "logs-by-range", "blocks+logs", "transactions", "traces"],
 )
 async def test_rpc_engine_writes_the_same_files_as_cryo(
-    history: History, anvil_url: str, tmp_path: Path, datasets: tuple[str, ...]
+    history: History, anvil_url: str, out: Out, datasets: tuple[str, ...]
 ) -> None:
+    """Byte-identical files; the cryo side's go through local temporary files (spill_bytes=0) and
+    put_file, the rpc side's are put from memory."""
     chunk = Chunk(history.first_block - 3, history.last_block)  # deploy blocks, specials, traffic
-    rpc_files = await ingest_chunk(request(anvil_url, chunk, tmp_path / "rpc", datasets=datasets))
-    cryo_files = await ingest_chunk(request(anvil_url, chunk, tmp_path / "cryo", datasets=datasets,
-                                            engine="cryo"))
+    rpc_files = await out.ingest(request(anvil_url, chunk, out("rpc"), datasets=datasets))
+    cryo_files = await out.ingest(request(anvil_url, chunk, out("cryo"), datasets=datasets, engine="cryo",
+                                          spill_bytes=0))
     assert [f.dataset for f in rpc_files] == list(datasets) == [f.dataset for f in cryo_files]
     for ours, theirs in zip(rpc_files, cryo_files, strict=True):
-        assert ours.path.name == theirs.path.name
-        a, b = pq.read_table(ours.path), pq.read_table(theirs.path)
+        assert ours.name == theirs.name
+        a, b = out.read(ours), out.read(theirs)
         assert a.schema.equals(b.schema, check_metadata=True)
         assert a.num_rows == b.num_rows == ours.rows == theirs.rows > 0
         assert a.equals(b), ours.dataset
         assert (ours.sha256, ours.bytes) == (theirs.sha256, theirs.bytes)  # byte-identical files
+        assert hashlib.sha256(out.store.store.get(theirs.key)).hexdigest() == theirs.sha256
+
+
+# -- traces ---------------------------------------------------------------------------------------
+
+
+def _trace_row(t: dict[str, Any]) -> dict[str, Any]:
+    """What the traces file should hold for one ``trace_block`` entry (cryo's columns)."""
+    action, result, kind = t["action"], t.get("result") or {}, t["type"]
+    return {
+        "action_from": _b(action.get("from") or action.get("address") or action.get("author")),
+        "action_to": _b(action.get("to") or action.get("refundAddress")),
+        "action_value": str(int(action.get("value") or action.get("balance"), 16)),
+        "action_gas": int(action["gas"], 16) if "gas" in action else None,
+        "action_input": _b(action.get("input")),
+        "action_call_type": CALL_TYPES[action["callType"]] if kind == "call" else None,
+        "action_init": _b(action.get("init")),
+        "action_reward_type": None,
+        "action_type": kind,
+        "result_gas_used": int(result["gasUsed"], 16) if result else None,
+        "result_output": _b(result.get("output")),
+        "result_code": _b(result.get("code")),
+        "result_address": _b(result.get("address")),
+        "trace_address": "_".join(map(str, t["traceAddress"])),
+        "subtraces": t["subtraces"],
+        "transaction_index": t["transactionPosition"],
+        "transaction_hash": _b(t["transactionHash"]),
+        "block_number": t["blockNumber"],
+        "block_hash": _b(t["blockHash"]),
+        "error": t.get("error"),
+        "chain_id": CHAIN_ID,
+    }
+
+
+async def test_traces_rows_equal_trace_block(
+    history: History, anvil_url: str, rpc: RpcClient, out: Out
+) -> None:
+    first, last = history.first_block - 3, history.last_block
+    staged: list[StagedFile] = []
+    for chunk in split_range(first, last, 100):
+        staged += await out.ingest(request(anvil_url, chunk, out("traces"), datasets=("traces",),
+                                           batch_blocks=20))
+    table = pa.concat_tables([out.read(f) for f in staged])
+    assert table.schema.equals(SCHEMAS["traces"])
+    node = await rpc.batch([("trace_block", (hex(n),)) for n in range(first, last + 1)])
+    assert table.num_rows == sum(len(ts) for ts in node)
+    by_block: dict[int, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        by_block.setdefault(row["block_number"], []).append(row)
+    sampled = [*range(first, first + 10), *range(first + 10, last + 1, 23), last]  # specials + traffic
+    for n in sampled:
+        assert by_block.get(n, []) == [_trace_row(t) for t in node[n - first]], n
+    kinds = {(r["action_type"], r["action_call_type"]) for r in table.to_pylist()}
+    assert kinds >= {("call", "call"), ("call", "static_call"), ("call", "delegate_call"),
+                     ("call", "call_code"), ("create", None), ("suicide", None)}
+    assert {r["error"] for r in table.to_pylist()} >= {None, "Reverted"}  # failed traces are kept
+    assert any(r["trace_address"] for r in table.to_pylist())  # nested calls (staking -> token)
 
 
 # -- the confirmed head ---------------------------------------------------------------------------
@@ -271,76 +362,75 @@ async def test_rpc_engine_writes_the_same_files_as_cryo(
 
 @pytest.mark.parametrize("engine", ["rpc", "cryo"])
 async def test_chunk_past_the_confirmed_head_reads_and_writes_nothing(
-    history: History, rpc: RpcClient, fresh_proxy: Proxy, tmp_path: Path, engine: str
+    history: History, rpc: RpcClient, fresh_proxy: Proxy, out: Out, engine: str
 ) -> None:
     head = history.last_block
     assert await confirmed_head(rpc, 5) == head - 5
-    out = tmp_path / "out"
     with pytest.raises(NotYetConfirmed, match=rf"chunk {head - 10}..{head - 4} reaches past the "
                                               rf"confirmed head {head - 5}") as info:
-        await ingest_chunk(request(fresh_proxy.url, Chunk(head - 10, head - 4), out, engine=engine,
-                                   confirmations=5))
+        await out.ingest(request(fresh_proxy.url, Chunk(head - 10, head - 4), out("out"), engine=engine,
+                                 confirmations=5))
     assert isinstance(info.value, RetryableError)
     with pytest.raises(NotYetConfirmed, match=f"confirmed head {head - 20}"):
-        await ingest_chunk(request(fresh_proxy.url, Chunk(head - 30, head - 19), out, engine=engine,
-                                   confirmed_head=head - 20))
+        await out.ingest(request(fresh_proxy.url, Chunk(head - 30, head - 19), out("out"), engine=engine,
+                                 confirmed_head=head - 20))
     with pytest.raises(NotYetConfirmed, match=f"confirmed head {head}"):  # never above the node's head
-        await ingest_chunk(request(fresh_proxy.url, Chunk(head, head + 1), out, engine=engine,
-                                   confirmed_head=head + 10))
-    assert not out.exists()
+        await out.ingest(request(fresh_proxy.url, Chunk(head, head + 1), out("out"), engine=engine,
+                                 confirmed_head=head + 10))
+    assert out.keys("out") == []
     assert set(fresh_proxy.methods) == {"eth_chainId", "eth_blockNumber"}
     # at the confirmed head exactly: fine
-    files = await ingest_chunk(request(fresh_proxy.url, Chunk(head - 9, head - 5), out, engine=engine,
-                                       confirmations=5))
+    files = await out.ingest(request(fresh_proxy.url, Chunk(head - 9, head - 5), out("out"), engine=engine,
+                                     confirmations=5))
     assert [f.rows for f in files if f.dataset == "blocks"] == [5]
 
 
-async def test_chain_mismatch_is_refused(anvil_url: str, history: History, tmp_path: Path) -> None:
+async def test_chain_mismatch_is_refused(anvil_url: str, history: History, out: Out) -> None:
     with pytest.raises(ChainMismatch, match="serves 10143, the request is for 1"):
-        await ingest_chunk(IngestRequest(anvil_url, 1, Chunk(0, 1), tmp_path / "out", confirmations=0))
-    assert not (tmp_path / "out").exists()
+        await out.ingest(IngestRequest(anvil_url, 1, Chunk(0, 1), out("out"), confirmations=0))
+    assert out.keys("out") == []
 
 
 # -- rate limits ---------------------------------------------------------------------------------
 
 
 async def test_rate_limits_are_retried_with_backoff(
-    history: History, anvil_url: str, fresh_proxy: Proxy, tmp_path: Path
+    history: History, anvil_url: str, fresh_proxy: Proxy, out: Out
 ) -> None:
     chunk = Chunk(history.first_block, history.first_block + 99)
-    direct = await ingest_chunk(request(anvil_url, chunk, tmp_path / "direct"))
+    direct = await out.ingest(request(anvil_url, chunk, out("direct")))
     fresh_proxy.http_429, fresh_proxy.rpc_limited = 3, 3
-    limited = await ingest_chunk(request(fresh_proxy.url, chunk, tmp_path / "limited", batch_blocks=10,
-                                         backoff_base_s=0.01, backoff_max_s=0.05))
+    limited = await out.ingest(request(fresh_proxy.url, chunk, out("limited"), batch_blocks=10,
+                                       backoff_base_s=0.01, backoff_max_s=0.05))
     assert fresh_proxy.limited_answers == 6
-    assert [(f.path.name, f.sha256) for f in limited] == [(f.path.name, f.sha256) for f in direct]
+    assert [(f.name, f.sha256) for f in limited] == [(f.name, f.sha256) for f in direct]
 
 
 async def test_cryo_engine_rides_out_rate_limits(
-    history: History, anvil_url: str, fresh_proxy: Proxy, tmp_path: Path
+    history: History, anvil_url: str, fresh_proxy: Proxy, out: Out
 ) -> None:
     chunk = Chunk(history.first_block, history.first_block + 49)
-    direct = await ingest_chunk(request(anvil_url, chunk, tmp_path / "direct", datasets=("blocks",)))
+    direct = await out.ingest(request(anvil_url, chunk, out("direct"), datasets=("blocks",)))
     fresh_proxy.http_429, fresh_proxy.limit_only = 4, frozenset({"eth_getBlockByNumber"})  # cryo's calls
-    limited = await ingest_chunk(request(fresh_proxy.url, chunk, tmp_path / "limited", datasets=("blocks",),
-                                         engine="cryo", backoff_base_s=0.01, backoff_max_s=0.05))
+    limited = await out.ingest(request(fresh_proxy.url, chunk, out("limited"), datasets=("blocks",),
+                                       engine="cryo", backoff_base_s=0.01, backoff_max_s=0.05))
     assert fresh_proxy.limited_answers == 4
     assert [f.sha256 for f in limited] == [f.sha256 for f in direct]
 
 
 async def test_endless_rate_limits_give_up_with_a_retryable_error(
-    history: History, fresh_proxy: Proxy, tmp_path: Path
+    history: History, fresh_proxy: Proxy, out: Out
 ) -> None:
     fresh_proxy.http_429 = 10**6
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(RateLimited, match="still rate limited after 3 retries") as info:
-        await ingest_chunk(request(fresh_proxy.url, Chunk(1, 10), tmp_path / "out", rate_limit_retries=3,
-                                   backoff_base_s=0.01, backoff_max_s=0.02))
+        await out.ingest(request(fresh_proxy.url, Chunk(1, 10), out("out"), rate_limit_retries=3,
+                                 backoff_base_s=0.01, backoff_max_s=0.02))
     assert isinstance(info.value, RetryableError)
     assert fresh_proxy.limited_answers == 4
     assert loop.time() - started < 5
-    assert not (tmp_path / "out").exists()
+    assert out.keys("out") == []
 
 
 # -- bad data -------------------------------------------------------------------------------------
@@ -390,7 +480,7 @@ def _corrupt_log_topics(reply: Any) -> Any:
     ],
 )
 async def test_bad_rpc_data_names_block_and_field(
-    history: History, fresh_proxy: Proxy, tmp_path: Path, corruption: str, datasets: tuple[str, ...],
+    history: History, fresh_proxy: Proxy, out: Out, corruption: str, datasets: tuple[str, ...],
     message: str,
 ) -> None:
     n = history.last_block - 3  # a traffic block with transactions
@@ -401,42 +491,47 @@ async def test_bad_rpc_data_names_block_and_field(
         "topics": _corrupt_log_topics,
         "missing": _drop_block(n),
     }[corruption]
-    out = tmp_path / "out"
     expected = BlockMissing if corruption == "missing" else BadRpcData
     with pytest.raises(expected, match=message.format(n=n, first=n - 9)):
         # one batch (one request slot): the first bad row of the chunk is the one reported
-        await ingest_chunk(request(fresh_proxy.url, Chunk(n - 9, n), out, datasets=datasets,
-                                   batch_blocks=1000, concurrency=1))
-    assert not out.exists() or not any(out.iterdir())
+        await out.ingest(request(fresh_proxy.url, Chunk(n - 9, n), out("out"), datasets=datasets,
+                                 batch_blocks=1000, concurrency=1))
+    assert out.keys("out") == []
 
 
-async def test_cryo_panics_become_cryo_failed(history: History, fresh_proxy: Proxy, tmp_path: Path) -> None:
+async def test_cryo_panics_become_cryo_failed(history: History, fresh_proxy: Proxy, out: Out) -> None:
     n = history.last_block - 3
     fresh_proxy.corrupt = _corrupt_block_field(n, "hash", "0x1234")
     with pytest.raises(CryoFailed, match=rf"cryo failed collecting blocks for blocks {n - 9}..{n}") as info:
-        await ingest_chunk(request(fresh_proxy.url, Chunk(n - 9, n), tmp_path / "out", datasets=("blocks",),
-                                   engine="cryo"))
+        await out.ingest(request(fresh_proxy.url, Chunk(n - 9, n), out("out"), datasets=("blocks",),
+                                 engine="cryo"))
     assert isinstance(info.value, RetryableError)
-    assert not (tmp_path / "out").exists()
+    assert out.keys("out") == []
 
 
 # -- staging files -------------------------------------------------------------------------------
 
 
-def test_staged_files_are_renamed_into_place_all_or_nothing(tmp_path: Path) -> None:
+def test_staged_files_are_put_all_or_nothing(out: Out) -> None:
     chunk = Chunk(1000, 1999)
     blocks = SCHEMAS["blocks"].empty_table()
     logs = SCHEMAS["logs"].empty_table()
-    first = write_tables({"blocks": blocks, "logs": logs}, tmp_path / "stage", "ethereum", chunk)
-    assert [f.path.name for f in first] == ["ethereum__blocks__00001000_to_00001999.parquet",
-                                            "ethereum__logs__00001000_to_00001999.parquet"]
+    store = out.store.store
+    first = put_tables({"blocks": blocks, "logs": logs}, store, out("stage"), "ethereum", chunk)
+    assert [f.name for f in first] == ["ethereum__blocks__00001000_to_00001999.parquet",
+                                       "ethereum__logs__00001000_to_00001999.parquet"]
     for f in first:
-        assert hashlib.sha256(f.path.read_bytes()).hexdigest() == f.sha256
-        assert pq.read_table(f.path).schema.equals(SCHEMAS[f.dataset])
-    again = write_tables({"blocks": blocks}, tmp_path / "stage", "ethereum", chunk)  # a re-run replaces
+        assert hashlib.sha256(store.get(f.key)).hexdigest() == f.sha256
+        assert out.read(f).schema.equals(SCHEMAS[f.dataset])
+    again = put_tables({"blocks": blocks}, store, out("stage"), "ethereum", chunk)  # a re-run replaces
     assert again[0].sha256 == first[0].sha256
+    # through local temporary files and put_file instead of memory: the same bytes
+    spilled = put_tables({"blocks": blocks, "logs": logs}, store, out("spilled"), "ethereum", chunk,
+                         spill_bytes=0)
+    assert [(f.name, f.bytes, f.sha256) for f in spilled] == [(f.name, f.bytes, f.sha256) for f in first]
+    assert [hashlib.sha256(store.get(f.key)).hexdigest() for f in spilled] == [f.sha256 for f in first]
     wrong = pa.table({"block_number": pa.array([1], pa.int64())})
     with pytest.raises(ValueError, match="logs table does not have the dataset's schema"):
-        write_tables({"blocks": blocks, "logs": wrong}, tmp_path / "other", "ethereum", chunk)
-    assert list((tmp_path / "other").iterdir()) == []  # the blocks file was not renamed into place
-    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [f.path.name for f in first]
+        put_tables({"blocks": blocks, "logs": wrong}, store, out("other"), "ethereum", chunk)
+    assert out.keys("other") == []  # the blocks file was not put either
+    assert out.keys("stage") == [f.key for f in first]

@@ -213,8 +213,8 @@ async def test_bad_submissions_are_4xx_naming_the_problem(stack: DispatcherStack
 
         msg = invalid(await submit(start_block=10, end_block=5), ["body"])
         assert msg == "Value error, end_block 5 is before start_block 10"
-        msg = invalid(await submit(datasets=["blocks", "traces"]), ["body", "datasets", 1])
-        assert msg == "Input should be 'blocks', 'transactions' or 'logs'"
+        msg = invalid(await submit(datasets=["blocks", "receipts"]), ["body", "datasets", 1])
+        assert msg == "Input should be 'blocks', 'transactions', 'logs' or 'traces'"
         msg = invalid(await submit(chunk_size=0), ["body", "chunk_size"])
         assert msg == "Input should be greater than or equal to 1"
         msg = invalid(await submit(colour="blue"), ["body", "colour"])

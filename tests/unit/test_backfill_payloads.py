@@ -4,14 +4,13 @@ chunk; bad payloads are refused with one line naming the field."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.cryo_ingest import DATASETS, IngestPayload
+from operators.cryo_ingest import DATASETS, DEFAULT_DATASETS, IngestPayload
 from operators.range_splitter import BadRange, Chunk, SplitJob, SplitPayload, split_range
 from tracekit.errors import ConfigError
 
@@ -40,7 +39,7 @@ def test_every_chunk_event_reads_back_as_the_ingest_of_that_chunk(start: int, le
         assert key == f"monad_testnet__{chunk.start:08d}_to_{chunk.end:08d}"
         ingest = IngestPayload.parse({"event": event, "dataset_id": "backfill.chunks", "partition_key": key,
                                       "config": {"engine": "cryo", "datasets": list(DATASETS)}})
-        request = ingest.request(rpc_url=URL, output_dir=Path("/tmp/stage"), confirmations=3)
+        request = ingest.request(rpc_url=URL, prefix="_staging/r/t.1/", confirmations=3)
         assert request.chunk == chunk
         assert (request.chain_id, request.chain, request.datasets, request.engine) == (
             10143, "monad_testnet", ("blocks", "logs"), "rpc")
@@ -48,12 +47,12 @@ def test_every_chunk_event_reads_back_as_the_ingest_of_that_chunk(start: int, le
 
 def test_the_job_config_fills_in_what_the_event_leaves_out() -> None:
     bare = {"event": {"chain_id": 10143, "start": 5, "end": 9}}
-    request = IngestPayload.parse(bare).request(rpc_url=URL, output_dir=Path("/s"), confirmations=0)
+    request = IngestPayload.parse(bare).request(rpc_url=URL, prefix="", confirmations=0)
     assert (request.chunk, request.datasets, request.engine, request.chain) == (
-        Chunk(5, 9), DATASETS, "rpc", "monad_testnet")
+        Chunk(5, 9), DEFAULT_DATASETS, "rpc", "monad_testnet")  # no traces unless asked for
     configured = IngestPayload.parse({**bare, "config": {"engine": "cryo", "datasets": ["logs"]}})
     assert configured.datasets == ("logs",)
-    assert configured.request(rpc_url=URL, output_dir=Path("/s"), confirmations=0).engine == "cryo"
+    assert configured.request(rpc_url=URL, prefix="", confirmations=0).engine == "cryo"
 
 
 def test_too_many_chunks_is_refused_before_anything_is_stored() -> None:
@@ -79,9 +78,9 @@ def test_a_bad_split_payload_is_one_config_error(payload: Any, message: str) -> 
      "cryo_ingest: bad task payload at event.start: Input should be a valid integer"),
     ({"event": {"chain_id": 1, "start": 0, "end": 9, "engine": "spark"}},
      "cryo_ingest: bad task payload at event.engine: Input should be 'rpc' or 'cryo'"),
-    ({"event": {"chain_id": 1, "start": 0, "end": 9}, "config": {"datasets": ["blocks", "traces"]}},
-     "cryo_ingest: bad task payload at config.datasets.1: Input should be 'blocks', 'transactions' or"
-     " 'logs'"),
+    ({"event": {"chain_id": 1, "start": 0, "end": 9}, "config": {"datasets": ["blocks", "receipts"]}},
+     "cryo_ingest: bad task payload at config.datasets.1: Input should be 'blocks', 'transactions',"
+     " 'logs' or 'traces'"),
 ])
 def test_a_bad_ingest_payload_is_one_config_error(payload: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from operators.cryo_ingest import (
     DATASETS,
+    DEFAULT_DATASETS,
     IngestRequest,
     NotYetConfirmed,
     chain_name,
@@ -30,14 +30,16 @@ def req(**kw: Any) -> IngestRequest:
     kw.setdefault("rpc_url", URL)
     kw.setdefault("chain_id", 10143)
     kw.setdefault("chunk", Chunk(0, 999))
-    kw.setdefault("output_dir", Path("/tmp/stage"))
+    kw.setdefault("prefix", "_staging/r/t.1/")
     return IngestRequest(**kw)
 
 
 def test_defaults() -> None:
     r = req()
     assert r.chain == "monad_testnet"
-    assert r.datasets == DATASETS == ("blocks", "transactions", "logs")
+    assert r.datasets == DEFAULT_DATASETS == ("blocks", "transactions", "logs")  # traces: opt-in
+    assert DATASETS == (*DEFAULT_DATASETS, "traces")
+    assert req(datasets=("traces", "blocks")).datasets == ("blocks", "traces")
     assert r.engine == "rpc"
     assert r.confirmed_head is None and r.confirmations == 10
 
@@ -63,8 +65,8 @@ def test_datasets_are_normalised_to_the_canonical_order() -> None:
         ("chain_id", 0, "chain_id must be an integer >= 1, got 0"),
         ("chain_id", "10143", "chain_id must be an integer >= 1"),
         ("chunk", (0, 9), "chunk must be an operators.range_splitter.Chunk"),
-        ("datasets", (), "datasets must be distinct names among blocks, transactions, logs, got \\[\\]"),
-        ("datasets", ("blocks", "traces"), "got \\['blocks', 'traces'\\]"),
+        ("datasets", (), "distinct names among blocks, transactions, logs, traces, got \\[\\]"),
+        ("datasets", ("blocks", "receipts"), "got \\['blocks', 'receipts'\\]"),
         ("datasets", ("logs", "logs"), "datasets must be distinct"),
         ("engine", "web3", "engine must be one of rpc, cryo, got 'web3'"),
         ("chain", "Monad Testnet", "chain name must be lower-case"),
@@ -76,6 +78,10 @@ def test_datasets_are_normalised_to_the_canonical_order() -> None:
         ("backoff_base_s", 0, "backoff_base_s must be a number > 0, got 0"),
         ("backoff_max_s", float("inf"), "backoff_max_s must be a number > 0, got inf"),
         ("timeout_s", True, "timeout_s must be a number > 0, got True"),
+        ("prefix", "_staging/x", "prefix must be '' or a key prefix ending in '/', got '_staging/x'"),
+        ("prefix", "/abs/", "prefix '/abs/' is not a valid key prefix"),
+        ("prefix", "a/../b/", "is not a valid key prefix"),
+        ("spill_bytes", -1, "spill_bytes must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_values_are_config_errors_naming_them(field: str, value: Any, message: str) -> None:
@@ -87,7 +93,7 @@ def test_json_round_trip() -> None:
     r = req(datasets=("logs",), engine="cryo", confirmed_head=1234, batch_blocks=20)
     data = r.to_json()
     assert data["chunk"] == {"start": 0, "end": 999}
-    assert data["output_dir"] == "/tmp/stage"
+    assert data["prefix"] == "_staging/r/t.1/"
     assert IngestRequest.from_json(data) == r
     with pytest.raises(ConfigError, match="invalid ingest request"):
         IngestRequest.from_json({"rpc_url": URL})
@@ -101,7 +107,8 @@ def test_file_names_follow_cryo() -> None:
     assert file_name("network_7", "blocks", Chunk(123_456_789, 123_456_800)) == (
         "network_7__blocks__123456789_to_123456800.parquet"
     )
-    for other in ("x.parquet", "monad__traces__00000000_to_00000001.parquet",
+    assert parse_file_name("monad__traces__00000000_to_00000001.parquet") == ("monad", "traces", Chunk(0, 1))
+    for other in ("x.parquet", "monad__receipts__00000000_to_00000001.parquet",
                   ".monad__logs__00000000_to_00000001.parquet.abc.tmp", "monad__logs__0_to_1.parquet"):
         assert parse_file_name(other) is None
 

@@ -123,6 +123,7 @@ def test_the_builtin_backfill_dag() -> None:
         "blocks": ("block_number",),
         "transactions": ("transaction_hash",),
         "logs": ("block_number", "log_index"),
+        "traces": ("block_number", "transaction_index", "trace_address"),  # written only when asked for
     }
     assert all(o.write.mode == "append" for o in ingest.outputs)
     assert ingest.scaling.max_concurrency == 4

@@ -66,7 +66,7 @@ def test_child_env_carries_the_resolved_endpoints(tmp_path: Path) -> None:
     assert env["TRACE_WS_URL"] == "ws://127.0.0.1:6003"
     assert env["TRACE_CHAIN_ID"] == "7"
     assert env["TRACE_HOME"] == str((tmp_path / "h").resolve())
-    assert env["TRACE_OBJECT_STORE"] == str((tmp_path / "h" / "objects").resolve())
+    assert env["TRACE_OBJECT_STORE"] == "s3://datasets"  # the embedded SeaweedFS's bucket
     assert env["TRACE_TRAFFIC"] == "true"
     assert "TRACE_SCHEMA_REGISTRY_URL" not in env  # unset settings stay unset
 

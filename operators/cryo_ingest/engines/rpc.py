@@ -6,7 +6,8 @@ ONE JSON-RPC batch request:
 - transactions wanted: ``eth_getBlockByNumber(n, true)`` + ``eth_getBlockReceipts(n)`` per block
   (gas used and status come from the receipts; logs, when wanted, too);
 - otherwise ``eth_getBlockByNumber(n, false)`` per block for blocks, and one ``eth_getLogs``
-  over the batch's range for logs.
+  over the batch's range for logs;
+- traces wanted: ``trace_block(n)`` per block (parity-style call traces, :mod:`..traces`).
 
 Each batch is transformed (:mod:`operators.cryo_ingest.transform`) as soon as it arrives, while
 the others are in flight; the tables are concatenated in block order at the end.
@@ -21,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from operators.cryo_ingest import traces as traces_transform
 from operators.cryo_ingest import transform
 from operators.cryo_ingest.columns import SCHEMAS, Dataset
 from operators.cryo_ingest.ratelimit import RetryingRpc
@@ -42,6 +44,7 @@ class _Plan:
     blocks: bool
     transactions: bool
     logs: bool
+    traces: bool = False
 
     @property
     def full_blocks(self) -> bool:
@@ -55,6 +58,11 @@ class _Plan:
     def logs_by_range(self) -> bool:
         return self.logs and not self.transactions
 
+    @property
+    def per_block(self) -> int:
+        """Calls per block in a batch, in this order: block, receipts, trace_block."""
+        return int(self.block_calls) + int(self.full_blocks) + int(self.traces)
+
 
 def _calls(plan: _Plan, part: Chunk) -> list[Call]:
     calls: list[Call] = []
@@ -63,6 +71,8 @@ def _calls(plan: _Plan, part: Chunk) -> list[Call]:
             calls.append(("eth_getBlockByNumber", (hex(n), plan.full_blocks)))
         if plan.full_blocks:
             calls.append(("eth_getBlockReceipts", (hex(n),)))
+        if plan.traces:
+            calls.append(("trace_block", (hex(n),)))
     if plan.logs_by_range:
         calls.append(("eth_getLogs", ({"fromBlock": hex(part.start), "toBlock": hex(part.end)},)))
     return calls
@@ -107,32 +117,55 @@ def _check_logs(logs: Any, part: Chunk, hashes: dict[int, str] | None) -> list[d
     return logs
 
 
+def _check_traces(traces: Any, n: int, block_hash: str | None) -> list[dict[str, Any]]:
+    """``trace_block(n)``'s reply: a list of traces of block ``n`` (of ``block_hash`` when known)."""
+    if traces is None:
+        raise BlockMissing(f"block {n}: trace_block found no block at this height (a lagging backend?)")
+    if not isinstance(traces, list):
+        raise BadRpcData(f"block {n}: trace_block should return a list, got {type(traces).__name__}")
+    for i, trace in enumerate(traces):
+        if not isinstance(trace, dict):
+            raise BadRpcData(f"block {n}: trace {i} of trace_block is not a JSON object")
+        number = trace.get("blockNumber")
+        if number != n and number != hex(n):
+            raise BadRpcData(f"block {n}: trace {i} of trace_block has field 'blockNumber' {number!r}")
+        if block_hash is not None and trace.get("blockHash") != block_hash:
+            raise ChainMoved(f"block {n}: trace_block returned traces of block {trace.get('blockHash')}, "
+                             f"eth_getBlockByNumber block {block_hash}: the chain changed while it was read")
+    return traces
+
+
 @dataclass(frozen=True)
 class _Raw:
     blocks: list[dict[str, Any]]
     receipts: list[Any]
     logs: Any
+    traces: list[dict[str, Any]]
 
 
 async def _fetch_part(rpc: RetryingRpc, plan: _Plan, part: Chunk) -> _Raw:
     replies = await rpc.batch(_calls(plan, part))
-    per_block = (1 if plan.block_calls else 0) + (1 if plan.full_blocks else 0)
+    per_block = plan.per_block
     blocks: list[dict[str, Any]] = []
     receipts: list[Any] = []
+    traces: list[dict[str, Any]] = []
     for i, n in enumerate(range(part.start, part.end + 1)):
-        if not plan.block_calls:
-            break
-        block = _check_block(replies[per_block * i], n)
-        blocks.append(block)
-        if plan.full_blocks:
-            block_receipts = replies[per_block * i + 1]
-            if not _receipts_match(block, block_receipts):
-                # the chain moved between the two calls: read the receipts of exactly this block
-                block_receipts = await rpc.call("eth_getBlockReceipts", block.get("hash"))
-                if block_receipts is None:
-                    raise ChainMoved(f"block {n}: block {block.get('hash')} is gone while it was read")
-            receipts.append(block_receipts)
-    return _Raw(blocks, receipts, replies[-1] if plan.logs_by_range else None)
+        block_hash: str | None = None
+        if plan.block_calls:
+            block = _check_block(replies[per_block * i], n)
+            blocks.append(block)
+            block_hash = str(block.get("hash"))
+            if plan.full_blocks:
+                block_receipts = replies[per_block * i + 1]
+                if not _receipts_match(block, block_receipts):
+                    # the chain moved between the two calls: read the receipts of exactly this block
+                    block_receipts = await rpc.call("eth_getBlockReceipts", block.get("hash"))
+                    if block_receipts is None:
+                        raise ChainMoved(f"block {n}: block {block.get('hash')} is gone while it was read")
+                receipts.append(block_receipts)
+        if plan.traces:
+            traces.extend(_check_traces(replies[per_block * (i + 1) - 1], n, block_hash))
+    return _Raw(blocks, receipts, replies[-1] if plan.logs_by_range else None, traces)
 
 
 def _tables(chain_id: int, plan: _Plan, part: Chunk, raw: _Raw) -> dict[Dataset, pa.Table]:
@@ -146,6 +179,8 @@ def _tables(chain_id: int, plan: _Plan, part: Chunk, raw: _Raw) -> dict[Dataset,
     elif plan.logs:
         hashes = {int(b["number"], 16): str(b.get("hash")) for b in raw.blocks} if plan.blocks else None
         out["logs"] = transform.logs_table(chain_id, _check_logs(raw.logs, part, hashes))
+    if plan.traces:
+        out["traces"] = traces_transform.traces_table(chain_id, raw.traces)
     return out
 
 
@@ -173,7 +208,7 @@ async def extract(
 
     The caller has checked that ``chunk`` is below the confirmed head.
     """
-    plan = _Plan("blocks" in datasets, "transactions" in datasets, "logs" in datasets)
+    plan = _Plan("blocks" in datasets, "transactions" in datasets, "logs" in datasets, "traces" in datasets)
     parts = even_parts(chunk, batch_blocks, concurrency)
     gate = asyncio.Semaphore(concurrency)
 
