@@ -19,7 +19,6 @@ batch: at-least-once, every record carrying its idempotency key (also as a heade
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +28,11 @@ from streams.chain_app import chain_app, decode_batch
 from streams.config import AlertsConfig
 from streams.enrich.decode import decode_block
 from streams.enrich.enrich import enrich
-from streams.enrich.records import block_end_record, typed_record
+from streams.enrich.records import Outgoing, block_records
 from streams.enrich.resources import Lookups
 from tracekit.avro.wire import AvroCodec
 from tracekit.kafka import EventProducer
-from tracekit.names import BLOCK, BLOCK_END, REORG, TRANSFER, stake_changes_topic, transfers_topic
-
-Outgoing = tuple[str, str, dict[str, Any]]  # (topic, record full name, datum)
+from tracekit.names import BLOCK, REORG, stake_changes_topic, transfers_topic
 
 
 @dataclass(slots=True)
@@ -65,21 +62,13 @@ def make_app(config: AlertsConfig) -> faust.App:
     codecs = {t: AvroCodec(registry_url=config.schema_registry_url, topic=t) for t in (transfers, stakes)}
     resources = EnrichResources(url, config.kafka_bootstrap, f"trace-enrich-{config.chain_id}")
 
-    def outgoing(lookups: Lookups, name: str, datum: dict[str, Any]) -> Iterator[Outgoing]:
+    def outgoing(lookups: Lookups, name: str, datum: dict[str, Any]) -> list[Outgoing]:
         """``(topic, schema, record)`` for one event of the blocks topic, in the order to send."""
         if name != BLOCK:  # a reorg: every subscriber must see it, in order
-            for topic in codecs:
-                yield topic, REORG, datum
-            return
-        counts = dict.fromkeys(codecs, 0)
+            return [(topic, REORG, datum) for topic in codecs]
         events = decode_block(datum, staking_contracts=config.staking_contracts)
-        for enriched in enrich(events, lookups.labels, lookups.prices, config.token_decimals):
-            schema, record = typed_record(enriched)
-            topic = transfers if schema == TRANSFER else stakes
-            counts[topic] += 1
-            yield topic, schema, record
-        for topic, count in counts.items():
-            yield topic, BLOCK_END, block_end_record(datum, count)
+        enriched = enrich(events, lookups.labels, lookups.prices, config.token_decimals)
+        return block_records(datum, enriched, transfers=transfers, stake_changes=stakes)
 
     @app.agent(ca.source, name="enrich")
     async def enrich_blocks(stream: Any) -> None:

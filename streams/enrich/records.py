@@ -1,13 +1,16 @@
-"""Pure: enriched events -> the typed Avro records of the enrichment topics, and the `BlockEnd`
+"""Pure: enriched events -> the typed Avro records of the enrichment topics, and the ``BlockEnd``
 closing each block's records on each topic."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from streams.enrich.model import STAKE_CHANGE, ChainEvent
+from tracekit.names import BLOCK_END, TRANSFER
 from tracekit.names import STAKE_CHANGE as STAKE_CHANGE_RECORD
-from tracekit.names import TRANSFER
+
+Outgoing = tuple[str, str, dict[str, Any]]  # (topic, record full name, datum)
 
 
 def typed_record(event: ChainEvent) -> tuple[str, dict[str, Any]]:
@@ -56,3 +59,19 @@ def block_end_record(block: dict[str, Any], record_count: int) -> dict[str, Any]
         "record_count": record_count,
         "idempotency_key": f"{chain_id}:block_end:{number}:{block_hash}",
     }
+
+
+def block_records(
+    block: dict[str, Any], events: Iterable[ChainEvent], *, transfers: str, stake_changes: str
+) -> list[Outgoing]:
+    """What one block puts on the enrichment topics, in order: each event's record on its topic,
+    then on each topic the block's ``BlockEnd`` (also when it has no records there)."""
+    out: list[Outgoing] = []
+    counts = {transfers: 0, stake_changes: 0}
+    for event in events:
+        schema, record = typed_record(event)
+        topic = transfers if schema == TRANSFER else stake_changes
+        counts[topic] += 1
+        out.append((topic, schema, record))
+    out.extend((topic, BLOCK_END, block_end_record(block, count)) for topic, count in counts.items())
+    return out
