@@ -26,7 +26,7 @@ from dispatcher.api.deps import ApiConfig
 from tracekit.config import Settings, load_settings
 from tracekit.errors import TraceError
 from tracekit.logs import setup_logging
-from tracekit.objects import ObjectStore
+from tracekit.objects import ObjectStore, S3Config
 
 dispatcher_app = typer.Typer(help="The dispatcher: HTTP API, outbox publisher, lease reaper.",
                              no_args_is_help=True)
@@ -57,7 +57,29 @@ def api_config(settings: Settings) -> ApiConfig:
         database_url=settings.resolved_database_url, kafka_bootstrap=settings.resolved_kafka_bootstrap,
         alerts_topic=settings.alerts_topic, org_id=settings.org_id,
         chains={settings.chain_id: chain_name(settings.chain_id)}, lease_s=settings.lease_seconds,
+        warehouse=warehouse_of(settings.resolved_object_store), s3=_s3_of(settings),
     )
+
+
+def warehouse_of(object_store: str) -> str:
+    """Where the Iceberg tables live: ``warehouse/`` beside the staging files in the object store."""
+    from tracekit.objects import local_object_dir
+
+    directory = local_object_dir(object_store)
+    if directory is not None:
+        return (directory.resolve() / "warehouse").as_uri()
+    return object_store.rstrip("/") + "/warehouse"
+
+
+def _s3_of(settings: Settings) -> S3Config | None:
+    from tracekit.objects import parse_store_url
+
+    if parse_store_url(settings.resolved_object_store).bucket is None:
+        return None
+    try:
+        return settings.s3_config(create_secrets=False)
+    except ValueError as exc:  # an unreadable secrets file
+        raise TraceError(str(exc)) from exc
 
 
 @dispatcher_app.command("run")

@@ -123,12 +123,17 @@ async def settle(cur: psycopg.AsyncCursor[Any], runs: Iterable[uuid.UUID]) -> No
     The run rows are locked here (after the task rows, as everywhere): two attempts of one
     run finishing at once are serialized here, so the second sees the first's task state
     (each statement of READ COMMITTED sees what committed before it began) and the run
-    cannot stay "running" with every task finished."""
+    cannot stay "running" with every task finished. A run that succeeded with staged outputs
+    is queued for the committer (``state.run_commits``) in the same transaction."""
     ids = sorted(set(runs))
     if not ids:
         return
     await cur.execute(_RUNS.sql("lock_runs"), (ids,))
     await cur.execute(_RUNS.sql("settle_runs"), (ids,))
+    await cur.execute(_RUNS.sql("queue_commits"), (ids,))
+    row = await cur.fetchone()
+    if row is not None and first(row):
+        await cur.execute(_RUNS.sql("notify_commits"))
 
 
 async def cancel(cur: psycopg.AsyncCursor[Any], org_id: str, run_id: uuid.UUID) -> str:

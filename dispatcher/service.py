@@ -23,11 +23,13 @@ from psycopg_pool import AsyncConnectionPool
 from dispatcher.api.app import create_app
 from dispatcher.api.deps import ApiConfig
 from dispatcher.catalog import PgJobCatalog
+from dispatcher.datasets.committer import Committer
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import QueueDriver
 from dispatcher.scheduler import Scheduler
 from dispatcher.store import TaskStore
 from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
+from tracekit.iceberg import open_catalog
 
 log = logging.getLogger("trace.dispatcher")
 
@@ -45,9 +47,18 @@ async def reap_forever(store: TaskStore, stop: asyncio.Event, every_s: float = 1
             await asyncio.wait_for(stop.wait(), every_s)
 
 
+def committer_of(config: ApiConfig) -> Committer:
+    """The committer of ``config``'s org: succeeded runs -> current dataset versions."""
+    database_url, warehouse, s3 = config.database_url, config.warehouse, config.s3
+    if database_url is None or warehouse is None:
+        raise ValueError("the committer needs a database and a warehouse")
+    return Committer(database_url, config.org_id, lambda: open_catalog(database_url, warehouse, s3))
+
+
 async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, port: int,
                            reap_every_s: float = 1.0, stop: asyncio.Event | None = None) -> None:
-    """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper, trigger clock."""
+    """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper, trigger clock,
+    and (with a warehouse) the committer of succeeded runs' files."""
     if config.database_url is None:
         raise ValueError("the dispatcher needs a database")
     stop = stop or asyncio.Event()
@@ -68,6 +79,8 @@ async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, 
                       asyncio.create_task(reap_forever(store, stop, reap_every_s), name="reaper"),
                       asyncio.create_task(scheduler.run(stop), name="trigger-scheduler"),
                       asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
+        if config.warehouse is not None:
+            background.append(asyncio.create_task(committer_of(config).run(stop), name="committer"))
         try:
             await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
         finally:

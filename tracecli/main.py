@@ -64,9 +64,9 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(backfill_app, name="backfill")
 app.add_typer(event_app, name="event")
 app.add_typer(dag_app, name="dag")
-
-
 app.add_typer(datasets_app, name="datasets")
+
+
 @app.command()
 def demo(
     seconds: Annotated[float, typer.Option(help="How long to watch the running slice")] = 40.0,

@@ -14,15 +14,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from dispatcher.api.deps import D, Public
+from dispatcher.api.deps import D, Public, problem
 from dispatcher.api.models import Problem
-from dispatcher.datasets.store import Applied, DatasetStore
+from dispatcher.datasets.pointers import CutoverRefused, PointerSetNotFound, RollbackRefused, VersionNotFound
+from dispatcher.datasets.store import Applied, DatasetNotFound, DatasetStore
 from dispatcher.protocol import RequestBody
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses={401: {"model": Problem}, 422: {"model": Problem}})
 
-DatasetId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+MAX_NUMBER = 2**53  # versions and pointer sets: exact in JSON and in bigint
+DatasetId = Annotated[str, Path(min_length=1, max_length=200, pattern=NAME)]
+DatasetName = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME)]
+Reason = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 
 
 class DatasetView(BaseModel):
@@ -79,16 +84,16 @@ class PointerSetView(BaseModel):
 
 
 class CutoverRequest(RequestBody):
-    versions: dict[Annotated[str, Field(min_length=1, max_length=200)], Annotated[int, Field(ge=1)]] = Field(
+    versions: dict[DatasetName, Annotated[int, Field(ge=1, le=MAX_NUMBER)]] = Field(
         min_length=1, max_length=1000,
         description="dataset -> version: every pointer moves in one transaction")
-    reason: str = Field("", max_length=2000)
+    reason: Reason = ""
 
 
 class RollbackRequest(RequestBody):
-    to: int | None = Field(None, ge=0, description="The pointer set to restore (default: the one before "
-                                                   "the newest)")
-    reason: str = Field("", max_length=2000)
+    to: int | None = Field(None, ge=0, le=MAX_NUMBER,
+                           description="The pointer set to restore (default: the one before the newest)")
+    reason: Reason = ""
 
 
 class AppliedView(BaseModel):
@@ -127,26 +132,41 @@ async def pointer_history(d: D, _: Public, limit: Annotated[int, Query(ge=1, le=
     return [PointerSetView(**row) for row in rows]
 
 
-@router.get("/{dataset_id}/versions", response_model=VersionList,
+@router.get("/{dataset_id}/versions", response_model=VersionList, responses={404: {"model": Problem}},
             summary="A dataset's versions, newest first")
 async def list_versions(dataset_id: DatasetId, d: D, _: Public,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> VersionList:
     store = _store(d)
     pinned = await asyncio.to_thread(store.pin)
-    rows = await asyncio.to_thread(store.versions, dataset_id, limit=limit)
+    try:
+        rows = await asyncio.to_thread(store.versions, dataset_id, limit=limit)
+    except DatasetNotFound as exc:
+        raise problem(404, "dataset_not_found", str(exc)) from exc
     current = pinned.pointers.get(dataset_id)
     return VersionList(dataset_id=dataset_id, versions=[
         VersionView(**row, current=row["version"] == current) for row in rows])
 
 
-@router.post("/cutover", response_model=AppliedView, summary="Make versions current, all at once")
+@router.post("/cutover", response_model=AppliedView, summary="Make versions current, all at once",
+             responses={404: {"model": Problem}, 409: {"model": Problem}})
 async def cutover(body: CutoverRequest, d: D, actor: Public) -> AppliedView:
-    applied = await asyncio.to_thread(_store(d).cutover, body.versions, actor=actor, reason=body.reason)
+    try:
+        applied = await asyncio.to_thread(_store(d).cutover, body.versions, actor=actor, reason=body.reason)
+    except VersionNotFound as exc:
+        raise problem(404, "version_not_found", str(exc)) from exc
+    except CutoverRefused as exc:
+        raise problem(409, "cutover_refused", str(exc)) from exc
     return _applied(applied)
 
 
 @router.post("/rollback", response_model=AppliedView,
+             responses={404: {"model": Problem}, 409: {"model": Problem}},
              summary="Restore an earlier pointer set and its DAG versions; cancel the rolled-back runs")
 async def rollback(body: RollbackRequest, d: D, actor: Public) -> AppliedView:
-    applied = await asyncio.to_thread(_store(d).rollback, to_seq=body.to, actor=actor, reason=body.reason)
+    try:
+        applied = await asyncio.to_thread(_store(d).rollback, to_seq=body.to, actor=actor, reason=body.reason)
+    except PointerSetNotFound as exc:
+        raise problem(404, "pointer_set_not_found", str(exc)) from exc
+    except RollbackRefused as exc:
+        raise problem(409, "rollback_refused", str(exc)) from exc
     return _applied(applied)

@@ -15,6 +15,7 @@ from dispatcher.catalog import JobCatalog
 from dispatcher.store import TaskStore
 from dispatcher.views import Views
 from tracekit.names import ALERTS_TOPIC
+from tracekit.objects import S3Config
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class ApiConfig:
     chains: Mapping[int, str] = field(default_factory=dict)  # chain id -> name
     token_ttl_s: float = 900.0
     lease_s: float = 30.0
+    warehouse: str | None = None  # Iceberg tables (s3://BUCKET/warehouse or a file:// URL): None, no commits
+    s3: S3Config | None = None  # how to reach the warehouse when it is on S3
 
 
 @dataclass

@@ -33,8 +33,16 @@ class CutoverRefused(ConfigError):
     """The cutover cannot be made as asked (unknown dataset or version, version not ready)."""
 
 
+class VersionNotFound(CutoverRefused):
+    """A cutover names a version (or dataset) that does not exist."""
+
+
 class RollbackRefused(ConfigError):
     """The rollback cannot be made as asked (no earlier pointer set, or no such set)."""
+
+
+class PointerSetNotFound(RollbackRefused):
+    """A rollback names a pointer set that does not exist."""
 
 
 def _frozen(mapping: Mapping[str, int]) -> Mapping[str, int]:
@@ -103,7 +111,8 @@ def plan_cutover(newest: PointerSet, asked: Mapping[str, int], found: Mapping[tu
         elif candidate.state is not VersionState.READY:
             problems.append(f"{dataset}: version {version} is {candidate.state.value}, not ready")
     if problems:
-        raise CutoverRefused("cutover refused: " + "; ".join(problems))
+        missing = any((d, v) not in found for d, v in asked.items())
+        raise (VersionNotFound if missing else CutoverRefused)("cutover refused: " + "; ".join(problems))
     pointers = {**newest.pointers, **asked}
     watermarks = dict(newest.watermarks)
     for dataset, version in asked.items():
@@ -121,14 +130,15 @@ def plan_rollback(newest: PointerSet, target: PointerSet | None, *, to_seq: int 
     restores pointers, watermarks and the DAGs' active versions of ``target`` exactly.
     """
     wanted = newest.seq - 1 if to_seq is None else to_seq
-    if newest.seq == 0:
-        raise RollbackRefused("nothing to roll back: no cutover was made yet")
     if to_seq is not None and not 0 <= to_seq < newest.seq:
-        raise RollbackRefused(f"no pointer set {to_seq} to roll back to: earlier sets are"
-                              f" 0..{newest.seq - 1}, the current one is {newest.seq}"
-                              " (see `trace datasets history`)")
+        known = (f"earlier sets are 0..{newest.seq - 1}, the current one is {newest.seq}" if newest.seq
+                 else "no cutover was made yet")
+        raise PointerSetNotFound(f"no pointer set {to_seq} to roll back to: {known}"
+                                 " (see `trace datasets history`)")
+    if newest.seq == 0:  # and no set was named
+        raise RollbackRefused("nothing to roll back: no cutover was made yet")
     if target is None or target.seq != wanted:
-        raise RollbackRefused(f"pointer set {wanted} does not exist")
+        raise PointerSetNotFound(f"pointer set {wanted} does not exist")
     changed = sorted({*newest.pointers, *target.pointers}
                      - {d for d in newest.pointers if target.pointers.get(d) == newest.pointers[d]})
     return Change(dict(target.pointers), dict(target.watermarks), dict(target.dag_versions), tuple(changed),

@@ -250,7 +250,11 @@ class DatasetStore:
             return list(cur.fetchall())
 
     def versions(self, dataset_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The dataset's versions, newest first; :class:`DatasetNotFound` for an unknown dataset."""
         with _transaction(self.url) as cur:
+            cur.execute(_SQL.sql("dataset_exists"), {"org": self.org, "dataset": dataset_id})
+            if cur.fetchone() is None:
+                raise DatasetNotFound(f"no dataset {dataset_id!r} in org {self.org!r}")
             cur.execute(_SQL.sql("versions"), {"org": self.org, "dataset": dataset_id, "limit": limit})
             return list(cur.fetchall())
 

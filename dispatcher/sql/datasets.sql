@@ -67,6 +67,9 @@ RETURNING version;
 -- Version numbers of one dataset are handed out one at a time.
 SELECT 1 FROM state.datasets WHERE org_id = %(org)s AND dataset_id = %(dataset)s FOR UPDATE;
 
+-- name: dataset_exists
+SELECT 1 FROM state.datasets WHERE org_id = %(org)s AND dataset_id = %(dataset)s;
+
 -- name: finish_version
 UPDATE state.dataset_versions
    SET state = %(state)s, failure = %(failure)s, snapshot_id = coalesce(%(snapshot_id)s, snapshot_id),
@@ -117,3 +120,24 @@ SELECT v.dataset_id, v.snapshot_id
   JOIN unnest(%(datasets)s::text[], %(versions)s::bigint[]) AS a(dataset_id, version)
     ON v.dataset_id = a.dataset_id AND v.version = a.version
  WHERE v.org_id = %(org)s AND v.snapshot_id IS NOT NULL;
+
+-- name: take_commit
+-- One due run to commit, locked for the committing transaction (several dispatchers: SKIP LOCKED).
+SELECT run_id, attempts FROM state.run_commits
+ WHERE org_id = %(org)s AND state = 'pending' AND available_at <= clock_timestamp()
+ ORDER BY available_at, run_id LIMIT 1 FOR UPDATE SKIP LOCKED;
+
+-- name: commit_done
+UPDATE state.run_commits SET state = 'done', versions = %(versions)s, finished_at = clock_timestamp(),
+       attempts = attempts + 1, last_error = NULL
+ WHERE run_id = %(run)s;
+
+-- name: commit_failed
+-- failed: the run's files cannot make a version (the reason is kept); pending: try again later.
+UPDATE state.run_commits SET state = %(state)s, attempts = attempts + 1, last_error = %(error)s,
+       available_at = clock_timestamp() + make_interval(secs => %(delay)s),
+       finished_at = CASE WHEN %(state)s = 'failed' THEN clock_timestamp() END
+ WHERE run_id = %(run)s;
+
+-- name: commit_state
+SELECT state, attempts, last_error, versions FROM state.run_commits WHERE run_id = %(run)s;

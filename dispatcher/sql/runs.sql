@@ -52,3 +52,19 @@ UPDATE state.tasks SET cancel_requested = true WHERE run_id = %s AND state = 'le
 
 -- name: run_state
 SELECT state FROM state.runs WHERE run_id = %s;
+
+-- name: queue_commits
+-- The runs among these that just succeeded with staged outputs: their files are to be committed
+-- (dispatcher/datasets/committer.py). In the settling transaction, so no success is missed.
+WITH due AS (
+    INSERT INTO state.run_commits (run_id, org_id)
+    SELECT r.run_id, r.org_id FROM state.runs r
+     WHERE r.run_id = ANY(%s::uuid[]) AND r.state = 'succeeded'
+       AND EXISTS (SELECT 1 FROM state.task_outputs o WHERE o.run_id = r.run_id)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id
+)
+SELECT count(*) AS queued FROM due;
+
+-- name: notify_commits
+NOTIFY trace_commits;

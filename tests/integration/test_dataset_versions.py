@@ -181,7 +181,7 @@ async def test_api_lists_cuts_over_and_rolls_back_with_problems_for_bad_requests
             transport=httpx.ASGITransport(app=app), base_url="http://api", headers=auth) as http:
         assert (await http.get("/v1/datasets", headers={"Authorization": ""})).status_code == 401
         r = await http.post("/v1/datasets/cutover", json={"versions": {"blocks": b1, "logs": 42}})
-        assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+        assert r.status_code == 404 and r.json()["error"] == "version_not_found"
         assert r.json()["detail"] == "cutover refused: logs: no version 42"
         r = await http.post("/v1/datasets/cutover", json={"versions": {"blocks": b1, "logs": l1},
                                                           "reason": "first"})
@@ -196,7 +196,12 @@ async def test_api_lists_cuts_over_and_rolls_back_with_problems_for_bad_requests
         versions = (await http.get("/v1/datasets/blocks/versions")).json()["versions"]
         assert [(v["version"], v["current"]) for v in versions] == [(b2, True), (b1, False)]
         r = await http.post("/v1/datasets/rollback", json={"to": 7})
-        assert r.status_code == 422 and "no pointer set 7 to roll back to" in r.json()["detail"]
+        assert r.status_code == 404 and "no pointer set 7 to roll back to" in r.json()["detail"]
+        r = await http.post("/v1/datasets/cutover", json={"versions": {"logs": 1}, "reason": "a\u0000b"})
+        assert r.status_code == 422  # text Postgres cannot store: refused at the edge
+        r = await http.post("/v1/datasets/cutover", json={"versions": {"logs": 2**63}})
+        assert r.status_code == 422
+        assert (await http.get("/v1/datasets/nothing/versions")).status_code == 404
         r = await http.post("/v1/datasets/rollback", json={"reason": "bad blocks"})
         assert r.status_code == 200 and r.json()["restores"] == 1
         assert r.json()["pointers"] == {"blocks": b1, "logs": l1}

@@ -44,7 +44,9 @@ BACKFILL = {"chain_id": CHAIN_ID, "datasets": ["blocks"], "start_block": 0, "end
 V1_ENDPOINTS = {("POST", "/v1/backfills"), ("GET", "/v1/runs"), ("GET", "/v1/runs/{run_id}"),
                 ("POST", "/v1/runs/{run_id}/cancel"), ("GET", "/v1/runs/{run_id}/tasks"),
                 ("GET", "/v1/runs/{run_id}/outputs"), ("GET", "/v1/tasks/{task_id}"),
-                ("POST", "/v1/dags/{dag}/runs"), ("POST", "/v1/events")}
+                ("POST", "/v1/dags/{dag}/runs"), ("POST", "/v1/events"), ("GET", "/v1/datasets"),
+                ("GET", "/v1/datasets/pointers"), ("GET", "/v1/datasets/{dataset_id}/versions"),
+                ("POST", "/v1/datasets/cutover"), ("POST", "/v1/datasets/rollback")}
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +132,10 @@ async def test_every_public_endpoint_needs_the_api_token(stack: DispatcherStack)
         assert endpoints == V1_ENDPOINTS
         missing = uuid.uuid4()
         for method, path in sorted(endpoints):
-            url = path.format(run_id=missing, task_id=missing, dag="nothing_deployed")
-            body = {"/v1/backfills": BACKFILL, "/v1/events": {"name": "nobody.listens"}}.get(path)
+            url = path.format(run_id=missing, task_id=missing, dag="nothing_deployed", dataset_id="nothing")
+            body = {"/v1/backfills": BACKFILL, "/v1/events": {"name": "nobody.listens"},
+                    "/v1/datasets/cutover": {"versions": {"nothing": 1}},
+                    "/v1/datasets/rollback": {"to": 99}}.get(path)
             for headers in ({}, _auth("wrong"), _auth(WORKER_TOKEN), {"Authorization": API_TOKEN},
                             {"Authorization": f"Basic {API_TOKEN}"}):
                 r = await http.request(method, url, json=body, headers=headers)
