@@ -56,9 +56,12 @@ from pyiceberg.io.pyarrow import ArrowScan, parquet_file_to_data_file
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestFile
 from pyiceberg.table import FileScanTask, Table, TableProperties
 from pyiceberg.table.refs import SnapshotRefType
-from pyiceberg.table.update.snapshot import ExpireSnapshots, ManageSnapshots
+from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.update import RemoveSnapshotsUpdate
+from pyiceberg.table.update.snapshot import ManageSnapshots, _OverwriteFiles
 from pyiceberg.transforms import IdentityTransform, TruncateTransform
 from pyiceberg.types import LongType
+from pyiceberg.utils.concurrent import ExecutorFactory
 
 from tracekit.datasets import (
     PARTITION_COLUMN,
@@ -319,18 +322,30 @@ class DatasetTable:
             return self.catalog.load_table(self.identifier)
 
     def _commit(self, what: str, change: Callable[[Table], T]) -> T:
-        """``change(fresh table)``, reloading and applying it again when another commit won."""
+        """``change(fresh table)``, reloading and applying it again when another commit won: a
+        ``CommitFailedException``, or any catalog error while the table moved meanwhile (pyiceberg
+        meets some races as a ValueError, e.g. a snapshot's sequence number already taken)."""
+        where = f"{self.name}: {what}"
         delay = 0.05
         for attempt in itertools.count(1):
+            with _mapped(where):
+                table = self.catalog.load_table(self.identifier)
             try:
-                with _mapped(f"{self.name}: {what}"):
-                    return change(self.catalog.load_table(self.identifier))
-            except CommitConflict:
+                with _mapped(where):
+                    return change(table)
+            except CatalogError as exc:
                 if attempt >= self.attempts:
+                    raise
+                if not isinstance(exc, CommitConflict) and not self._moved(table):
                     raise
             self._sleep(delay)
             delay = min(delay * 4, 1.0)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _moved(self, table: Table) -> bool:
+        """Whether a commit landed since ``table`` was loaded."""
+        with _mapped(f"{self.name}: load"):
+            return bool(self.catalog.load_table(self.identifier).metadata_location != table.metadata_location)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -351,7 +366,7 @@ class DatasetTable:
         """The data files of snapshot ``snapshot_id``, sorted by URL."""
         table = self.table()
         with _mapped(f"{self.name}: files of snapshot {snapshot_id}"):
-            live = _data_files(table, [_snapshot(table, snapshot_id)], {})
+            live, _ = _references(table, [_snapshot(table, snapshot_id)], {})
             return sorted(DataFileInfo(f.file_path, f.record_count, f.file_size_in_bytes)
                           for f in live.values())
 
@@ -422,16 +437,6 @@ def _snapshot(table: Table, snapshot_id: int) -> Any:
     return snapshot
 
 
-def _data_files(table: Table, snapshots: Iterable[Any],
-                cache: dict[str, list[DataFile]]) -> dict[str, DataFile]:
-    """The live data files of ``snapshots`` by path (``cache``: manifest path -> its files)."""
-    found: dict[str, DataFile] = {}
-    for snapshot in snapshots:
-        for manifest in snapshot.manifests(table.io):
-            found.update((f.file_path, f) for f in _manifest_files(table, manifest, cache))
-    return found
-
-
 def _manifest_files(table: Table, manifest: ManifestFile, cache: dict[str, list[DataFile]]) -> list[DataFile]:
     if manifest.manifest_path not in cache:
         cache[manifest.manifest_path] = [
@@ -445,6 +450,35 @@ def _bounds(data_file: DataFile, field_id: int) -> tuple[int | None, int | None]
     upper = (data_file.upper_bounds or {}).get(field_id)
     return (int(from_bytes(LongType(), lower)) if lower is not None else None,
             int(from_bytes(LongType(), upper)) if upper is not None else None)
+
+
+class _Replace(_OverwriteFiles):
+    """pyiceberg's overwrite producer, except that a manifest left without a live file (only
+    DELETED entries, e.g. the one recording an earlier replacement) is not carried into the new
+    snapshot: pyiceberg 0.12 keeps them, so each replacement of a range would make every later
+    commit and scan read one more manifest."""
+
+    def _existing_manifests(self) -> list[ManifestFile]:
+        return [m for m in super()._existing_manifests()
+                if m.has_added_files() or m.has_existing_files() or m.added_snapshot_id == self._snapshot_id]
+
+
+def _candidates(table: Table, main: Any, block_range: tuple[int, int] | None,
+                bounds: list[tuple[int | None, int | None]]) -> dict[str, DataFile]:
+    """The files of main's snapshot that may hold blocks of ``block_range`` or of the added files
+    (by path): only the manifests and files whose partition and column bounds overlap are read."""
+    if main is None:
+        return {}
+    ends = [end for pair in bounds for end in pair if end is not None]
+    unbounded = len(ends) < 2 * len(bounds)  # a file without bounds (no rows): look everywhere
+    if block_range is not None:
+        ends += list(block_range)
+    if unbounded or not ends:
+        row_filter: Any = AlwaysTrue()
+    else:
+        row_filter = parse_filter(f"{PARTITION_COLUMN} >= {min(ends)} and {PARTITION_COLUMN} <= {max(ends)}")
+    tasks = table.scan(snapshot_id=main.snapshot_id, row_filter=row_filter).plan_files()
+    return {task.file.file_path: task.file for task in tasks}
 
 
 def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, int] | None,
@@ -463,10 +497,12 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
     manage.commit()
 
     field_id = table.schema().find_field(PARTITION_COLUMN).field_id
-    added: list[DataFile] = []
-    for url in files:
+    def read_footer(url: str) -> DataFile:  # stats and partition from the footer; schema, spec: main's
         with _mapped(f"{name}: stage {url}"):
-            data_file = parquet_file_to_data_file(table.io, txn.table_metadata, url)
+            return parquet_file_to_data_file(table.io, table.metadata, url)
+
+    added: list[DataFile] = []
+    for url, data_file in zip(files, ExecutorFactory.get_or_create().map(read_footer, files), strict=True):
         low, high = _bounds(data_file, field_id)
         if block_range is not None and low is not None and high is not None \
                 and not block_range[0] <= low <= high <= block_range[1]:
@@ -474,7 +510,7 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
                                f"{block_range[0]}..{block_range[1]}")
         added.append(data_file)
 
-    current = _data_files(table, [main], {}) if main is not None else {}
+    current = _candidates(table, main, block_range, [_bounds(f, field_id) for f in added])
     already = sorted(set(files) & set(current))
     if already:
         raise CatalogError(f"{name}: {already[0]} is already part of the current version; write each "
@@ -494,9 +530,9 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
 
     rewritten: list[str] = []
     try:
-        producer_of = txn.update_snapshot(snapshot_properties=properties, branch=branch)
-        producer = producer_of.overwrite() if removed or partial else producer_of.fast_append()
-        with producer:
+        operation = Operation.OVERWRITE if removed or partial else Operation.APPEND
+        with _Replace(operation=operation, transaction=txn, io=table.io, branch=branch,
+                      snapshot_properties=properties) as producer:
             if block_range is not None and (removed or partial):
                 column = PARTITION_COLUMN
                 producer.delete_by_predicate(parse_filter(
@@ -504,7 +540,7 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
                 for data_file in removed:
                     producer.delete_data_file(data_file)
                 for data_file in partial:  # copy-on-write: keep the rows outside the range
-                    new_file = _rewrite_without(table, txn.table_metadata, data_file, block_range)
+                    new_file = _rewrite_without(table, table.metadata, data_file, block_range)
                     if new_file is data_file:
                         continue
                     producer.delete_data_file(data_file)
@@ -569,20 +605,25 @@ def _expire(table: Table, keep: set[int]) -> Expired:
     if not doomed:
         return Expired()
     cache: dict[str, list[DataFile]] = {}
-    kept_files = _data_files(table, [every[i] for i in retained], cache)
-    doomed_files = _data_files(table, [every[i] for i in doomed], cache)
-    kept_meta = _metadata_files(table, [every[i] for i in retained])
-    doomed_meta = _metadata_files(table, [every[i] for i in doomed])
+    kept_files, kept_meta = _references(table, [every[i] for i in retained], cache)
+    doomed_files, doomed_meta = _references(table, [every[i] for i in doomed], cache)
     txn = table.transaction()
-    ExpireSnapshots(txn).by_ids(doomed).commit()
+    # one update for all of them: ExpireSnapshots.by_ids copies the whole table metadata twice per
+    # id (quadratic in the number of snapshots); heads of refs are excluded above, as it would
+    txn._stage((RemoveSnapshotsUpdate(snapshot_ids=doomed),))
     txn.commit_transaction()
     return Expired(tuple(doomed), tuple(sorted(set(doomed_files) - set(kept_files))),
                    tuple(sorted(doomed_meta - kept_meta)))
 
 
-def _metadata_files(table: Table, snapshots: Iterable[Any]) -> set[str]:
-    found: set[str] = set()
+def _references(table: Table, snapshots: Iterable[Any],
+                cache: dict[str, list[DataFile]]) -> tuple[dict[str, DataFile], set[str]]:
+    """The live data files of ``snapshots`` (by path) and their manifest lists and manifests."""
+    files: dict[str, DataFile] = {}
+    metadata: set[str] = set()
     for snapshot in snapshots:
-        found.add(snapshot.manifest_list)
-        found.update(m.manifest_path for m in snapshot.manifests(table.io))
-    return found
+        metadata.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            metadata.add(manifest.manifest_path)
+            files.update((f.file_path, f) for f in _manifest_files(table, manifest, cache))
+    return files, metadata
