@@ -57,6 +57,7 @@ from pyiceberg.manifest import DataFile, DataFileContent, ManifestFile
 from pyiceberg.table import FileScanTask, Table, TableProperties
 from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.sorting import NullOrder, SortDirection
 from pyiceberg.table.update import RemoveSnapshotsUpdate
 from pyiceberg.table.update.snapshot import ManageSnapshots, _OverwriteFiles
 from pyiceberg.transforms import IdentityTransform, TruncateTransform
@@ -275,9 +276,9 @@ def _evolve(table: Table, contract: DatasetContract) -> None:
     change: SchemaChange = check_compatible(columns_of(table.schema()), contract.columns, dataset=name)
     schema = table.schema()
     keys_differ = set(schema.identifier_field_names()) != set(contract.unique_key)
-    sort = [(schema.find_column_name(f.source_id), f.transform, f.direction)
+    sort = [(schema.find_column_name(f.source_id), f.transform, f.direction, f.null_order)
             for f in table.sort_order().fields]
-    sort_differs = sort != [(key, IdentityTransform(), contract.sort_order().fields[0].direction)
+    sort_differs = sort != [(key, IdentityTransform(), SortDirection.ASC, NullOrder.NULLS_FIRST)
                             for key in contract.sort_keys]
     missing_properties = {k: v for k, v in TABLE_PROPERTIES.items() if table.properties.get(k) != v}
     if change.empty and not keys_differ and not sort_differs and not missing_properties:
@@ -298,7 +299,7 @@ def _evolve(table: Table, contract: DatasetContract) -> None:
     if sort_differs:
         with txn.update_sort_order() as order:
             for key in contract.sort_keys:
-                order.asc(key, IdentityTransform(), contract.sort_order().fields[0].null_order)
+                order.asc(key, IdentityTransform(), NullOrder.NULLS_FIRST)
     txn.commit_transaction()
 
 

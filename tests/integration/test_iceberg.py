@@ -252,9 +252,12 @@ def test_a_compatible_change_evolves_the_table_and_old_files_stay_readable(place
     old_rows = blocks(0, 99)
     table.set_main(table.stage([write(place, "old/0.parquet", old_rows)], branch="old",
                                replace_block_range=(0, 99)))
-    evolved = replace(BLOCKS, columns=(*BLOCKS.columns, Column("size", "long", description="Block size")))
+    widened = tuple(replace(c, type="long") if c.name == "n_transactions" else c for c in BLOCKS.columns)
+    evolved = replace(BLOCKS, columns=(*widened, Column("size", "long", description="Block size")))
     ensure_table(place.catalog, place.namespace, evolved)
-    assert table.table().schema().find_field("size").required is False
+    schema = table.table().schema()
+    assert schema.find_field("size").required is False
+    assert str(schema.find_field("n_transactions").field_type) == "long"
     location = metadata_location(table)
     ensure_table(place.catalog, place.namespace, evolved)
     assert metadata_location(table) == location
@@ -265,6 +268,7 @@ def test_a_compatible_change_evolves_the_table_and_old_files_stay_readable(place
     read = table.read()
     sizes = dict(zip(read.column("block_number").to_pylist(), read.column("size").to_pylist(), strict=True))
     assert len(sizes) == 200 and sizes[5] is None and sizes[150] == 50
+    assert read.column("n_transactions").type == pa.int64() and read.column("n_transactions")[3].as_py() == 3
 
 
 # -- refusals --------------------------------------------------------------------------------------
