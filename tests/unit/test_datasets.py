@@ -1,6 +1,6 @@
 """Dataset contracts (schemas/datasets, tracekit/datasets.py): every bundled file loads and its Arrow
 and Iceberg schemas agree; cryo's files conform; bad files, bad rows and incompatible changes are
-one line naming the file and line, the column and the row."""
+one line naming the file and line, the column and the row. Also the catalog's connection URI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.io.pyarrow import pyarrow_to_schema, schema_to_pyarrow
 from pyiceberg.transforms import IdentityTransform, TruncateTransform
+from sqlalchemy.engine import make_url
 
 from operators.cryo_ingest import columns as cryo_columns
 from tracekit.datasets import (
@@ -29,6 +30,7 @@ from tracekit.datasets import (
     parse_contract,
 )
 from tracekit.errors import ConfigError, ConformError, ContractError, SchemaChangeError
+from tracekit.iceberg import catalog_uri
 from tracekit.yamlfile import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,3 +359,19 @@ def test_a_contract_built_in_code_follows_the_same_rules() -> None:
         DatasetContract("t", "d", columns, unique_key=("block_number", "x"))
     with pytest.raises(ContractError, match="dataset t: column 'x' has an unknown type 'uint64'"):
         DatasetContract("t", "d", (columns[0], Column("x", "uint64")))
+
+
+# -- the catalog's connection ----------------------------------------------------------------------
+
+
+def test_the_catalog_connects_with_psycopg_and_the_iceberg_search_path() -> None:
+    url = make_url(catalog_uri("postgresql://trace:p%40ss@db.internal:5433/trace?sslmode=require"
+                               "&options=-cstatement_timeout%3D5s"))
+    assert (url.drivername, url.username, url.password, url.host, url.port, url.database) == \
+        ("postgresql+psycopg", "trace", "p@ss", "db.internal", 5433, "trace")
+    assert dict(url.query) == {"sslmode": "require",
+                               "options": "-cstatement_timeout=5s -csearch_path=iceberg"}
+    assert make_url(catalog_uri("postgres://postgres@127.0.0.1:5432/postgres")).query == \
+        {"options": "-csearch_path=iceberg"}
+    with pytest.raises(ConfigError, match="not a postgresql://"):
+        catalog_uri("mysql://root@localhost/db")
