@@ -182,7 +182,8 @@ async def run_engine(
                     tables = await rpc_engine.extract(rpc, chain_id, chunk, datasets,
                                                       batch_blocks=batch_blocks, concurrency=concurrency)
                 else:
-                    tables = await cryo_engine.extract(rpc_url, chunk, datasets, concurrency=concurrency)
+                    tables = await cryo_engine.extract(rpc_url, chunk, datasets, rpc=rpc,
+                                                       concurrency=concurrency, batch_blocks=batch_blocks)
                 for dataset, table in tables.items():
                     rows[dataset] += table.num_rows
                     size += table.nbytes

@@ -3,15 +3,16 @@ and, opt-in, ``traces``, put into an object store under a key prefix.
 
 Two engines write identical files (same names, columns, Arrow types and row order): ``rpc``
 (native async JSON-RPC batches, :mod:`.engines.rpc`) and ``cryo`` (the PyPI cryo 0.3.2 bindings,
-:mod:`.engines.cryo`). The columns are cryo's (:mod:`.columns`); the file names too
-(:mod:`.files`). See docs/backfill-operators.md.
+:mod:`.engines.cryo`). They extract cryo's columns (:mod:`.columns`); the files hold them as each
+dataset's contract says (``schemas/datasets``: its columns, order and Iceberg-compatible types);
+the file names are cryo's (:mod:`.files`). See docs/backfill-operators.md.
 
     files = await ingest_chunk(IngestRequest(rpc_url, chain_id, Chunk(0, 999), "_staging/x/"), store)
 """
 
 from __future__ import annotations
 
-from operators.cryo_ingest.columns import DATASETS, DEFAULT_DATASETS, SCHEMAS, Dataset
+from operators.cryo_ingest.columns import DATASETS, DEFAULT_DATASETS, SCHEMAS, Dataset, file_schema
 from operators.cryo_ingest.engines.cryo import CryoSchemaMismatch
 from operators.cryo_ingest.engines.rpc import BlockMissing, ChainMoved
 from operators.cryo_ingest.errors import CryoFailed, NotYetConfirmed, RateLimited
@@ -55,6 +56,7 @@ __all__ = [
     "check_confirmed",
     "confirmed_head",
     "file_name",
+    "file_schema",
     "ingest_chunk",
     "parse_file_name",
 ]

@@ -1,10 +1,16 @@
-"""The Parquet columns of each dataset: cryo 0.3.2's default columns and Arrow types. Pure.
+"""What the engines extract for each dataset: cryo 0.3.2's columns and Arrow types. Pure.
 
 Discovered by running cryo 0.3.2 against anvil and reading the Parquet it writes (see
 docs/backfill-operators.md). Hashes, addresses and byte strings are raw bytes (cryo's default
 ``binary`` encoding, not hex); a uint256 ``value`` is three columns (cryo's default
 ``u256_types``): 32-byte big-endian ``value_binary``, exact decimal ``value_string`` and the
-nearest ``value_f64``. Every column is nullable, as in cryo's files.
+nearest ``value_f64``. Every column is nullable, as in cryo's frames. ``blocks`` also has
+``parent_hash`` (one of cryo's optional columns, :data:`CRYO_INCLUDE`) and ``n_transactions``
+(not one of cryo's: the ``cryo`` engine adds it, :data:`ADDED`).
+
+The files hold these tables conformed to the dataset's contract (``schemas/datasets``,
+:func:`file_schema`): signed ``int32``/``int64``, ``binary``, ``string``, required columns not
+null, in the contract's column order.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 from typing import Final, Literal, get_args
 
 import pyarrow as pa
+
+from tracekit.datasets import contract
 
 Dataset = Literal["blocks", "transactions", "logs", "traces"]
 DATASETS: Final[tuple[Dataset, ...]] = get_args(Dataset)
@@ -24,6 +32,7 @@ _STR = pa.large_string()
 BLOCKS: Final = pa.schema(
     [
         ("block_hash", _BIN),
+        ("parent_hash", _BIN),
         ("author", _BIN),
         ("block_number", pa.uint32()),
         ("gas_used", pa.uint64()),
@@ -31,6 +40,7 @@ BLOCKS: Final = pa.schema(
         ("timestamp", pa.uint32()),
         ("base_fee_per_gas", pa.uint64()),
         ("chain_id", pa.uint64()),
+        ("n_transactions", pa.uint32()),  # ours: the length of the block's transaction list
     ]
 )
 
@@ -119,5 +129,17 @@ SORT_KEYS: Final[dict[Dataset, tuple[str, ...]]] = {
 }
 
 
+# cryo's optional columns it is asked for (``include_columns``), and the columns it cannot give,
+# which the ``cryo`` engine adds itself.
+CRYO_INCLUDE: Final[dict[Dataset, tuple[str, ...]]] = {"blocks": ("parent_hash",)}
+ADDED: Final[dict[Dataset, tuple[str, ...]]] = {"blocks": ("n_transactions",)}
+
+
 def schema_of(dataset: Dataset) -> pa.Schema:
+    """What the engines extract for ``dataset``."""
     return SCHEMAS[dataset]
+
+
+def file_schema(dataset: Dataset) -> pa.Schema:
+    """What ``dataset``'s files hold: its contract's Arrow schema."""
+    return contract(dataset).arrow_schema()

@@ -1,6 +1,9 @@
 """Dataset file names, and Parquet files put into the object store under an attempt's prefix.
 
 Names follow cryo: ``{chain}__{dataset}__{start:08d}_to_{end:08d}.parquet`` with an INCLUSIVE end.
+A file holds its dataset's rows exactly as the dataset's contract says (:func:`file_table`: the
+engine's table sorted, then :func:`tracekit.datasets.conform`-ed: the contract's columns, order and
+Iceberg-compatible types), so the committer can add it to the dataset's Iceberg table as it is.
 Every table of a call is encoded first (in memory, or into a local temporary file when its Arrow
 size reaches ``spill_bytes``: S3 then gets a large one as a multipart upload) and hashed (sha256); only then
 are the files put, each whole (a reader never sees part of one). A table that does not have its
@@ -22,9 +25,10 @@ from typing import Final, cast
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.cryo_ingest.columns import DATASETS, SCHEMAS, Dataset
+from operators.cryo_ingest.columns import DATASETS, SORT_KEYS, Dataset, file_schema
 from operators.cryo_ingest.request import SPILL_BYTES, StagedFile
 from operators.range_splitter import Chunk
+from tracekit.datasets import conform, contract
 from tracekit.objects import ObjectStore
 
 COMPRESSION: Final = "zstd"
@@ -45,6 +49,15 @@ def parse_file_name(name: str) -> tuple[str, Dataset, Chunk] | None:
     if match is None or match["dataset"] not in DATASETS:
         return None
     return match["chain"], cast(Dataset, match["dataset"]), Chunk(int(match["start"]), int(match["end"]))
+
+
+def file_table(table: pa.Table, dataset: Dataset) -> pa.Table:
+    """What ``dataset``'s file holds of an engine's ``table``: its rows in cryo's order (stable,
+    nulls first, as cryo's polars sort: a transaction's traces keep the node's order), conformed
+    to the dataset's contract. A value that does not fit or a null in a required column is a
+    :class:`~tracekit.errors.ConformError` naming the column and row."""
+    ordered = table.sort_by([(key, "ascending", "at_start") for key in SORT_KEYS[dataset]])
+    return conform(ordered, contract(dataset))
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -77,10 +90,10 @@ def put_tables(
     """Put each table as its dataset's file under ``prefix`` in ``store``; see the module doc.
 
     An object of the same key is replaced (a re-run writes the same bytes). Tables must have their
-    dataset's schema exactly (:mod:`operators.cryo_ingest.columns`), else ValueError, nothing put.
+    dataset's file schema exactly (:func:`file_table` makes it), else ValueError, nothing put.
     """
     for dataset, table in tables.items():
-        if not table.schema.equals(SCHEMAS[dataset]):
+        if not table.schema.equals(file_schema(dataset)):
             raise ValueError(f"{dataset} table does not have the dataset's schema: {table.schema}")
     with contextlib.ExitStack() as cleanup:
         spill: Path | None = None

@@ -3,22 +3,25 @@
 1. Check the node: its chain id must be the request's (else :class:`~tracekit.errors.ChainMismatch`)
    and the chunk must end at or below the confirmed head (else
    :class:`~operators.cryo_ingest.errors.NotYetConfirmed`; nothing is read or written).
-2. Extract with the request's engine (``rpc`` or ``cryo``): one Arrow table per dataset, exactly
-   cryo 0.3.2's columns and types, rows in cryo's order.
-3. Encode every table as Parquet (and its sha256), then put each file under the request's key
-   prefix in the store (:func:`~operators.cryo_ingest.files.put_tables`).
+2. Extract with the request's engine (``rpc`` or ``cryo``): one Arrow table per dataset in cryo
+   0.3.2's columns and types (``blocks`` with ``parent_hash`` and ``n_transactions``).
+3. Sort each table in cryo's order and conform it to its dataset's contract
+   (:func:`~operators.cryo_ingest.files.file_table`), encode it as Parquet (and its sha256), then
+   put each file under the request's key prefix in the store
+   (:func:`~operators.cryo_ingest.files.put_tables`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import pyarrow as pa
 
-from operators.cryo_ingest.columns import SORT_KEYS, Dataset
+from operators.cryo_ingest.columns import Dataset
 from operators.cryo_ingest.engines import cryo as cryo_engine
 from operators.cryo_ingest.engines import rpc as rpc_engine
-from operators.cryo_ingest.files import put_tables
+from operators.cryo_ingest.files import file_table, put_tables
 from operators.cryo_ingest.head import check_confirmed, confirmed_head
 from operators.cryo_ingest.ratelimit import RateLimitAwareClient, RetryingRpc
 from operators.cryo_ingest.request import IngestRequest, StagedFile
@@ -27,10 +30,9 @@ from tracekit.jsonrpc import hex_to_int
 from tracekit.objects import ObjectStore
 
 
-def _sorted(table: pa.Table, dataset: Dataset) -> pa.Table:
-    keys = SORT_KEYS[dataset]
-    # stable, nulls first (as cryo's polars sort): a transaction's traces keep the node's order
-    return table.sort_by([(k, "ascending", "at_start") for k in keys])
+def _stage(req: IngestRequest, tables: Mapping[Dataset, pa.Table], store: ObjectStore) -> list[StagedFile]:
+    files = {dataset: file_table(tables[dataset], dataset) for dataset in req.datasets}
+    return put_tables(files, store, req.prefix, req.chain, req.chunk, spill_bytes=req.spill_bytes)
 
 
 async def ingest_chunk(req: IngestRequest, store: ObjectStore) -> list[StagedFile]:
@@ -40,7 +42,9 @@ async def ingest_chunk(req: IngestRequest, store: ObjectStore) -> list[StagedFil
     read) when the chunk ends above the confirmed head, ``RateLimited`` (retryable) when the
     endpoint kept rate limiting, ``BadRpcData`` naming block and field for malformed replies,
     ``CryoFailed`` (retryable) when cryo panicked, ``RpcUnavailable`` when the node is unreachable,
-    an ``ObjectStoreError`` when the store refused a file (``ObjectStoreUnavailable``: retryable).
+    ``ConformError`` naming column and row when a value does not fit the dataset's contract (nothing
+    put), an ``ObjectStoreError`` when the store refused a file (``ObjectStoreUnavailable``:
+    retryable).
     """
     client = RateLimitAwareClient(req.rpc_url, timeout=req.timeout_s, max_connections=req.concurrency)
     async with client:
@@ -65,12 +69,11 @@ async def ingest_chunk(req: IngestRequest, store: ObjectStore) -> list[StagedFil
             )
         else:
             tables = await cryo_engine.extract(
-                req.rpc_url, req.chunk, req.datasets, concurrency=req.concurrency,
+                req.rpc_url, req.chunk, req.datasets, rpc=rpc, concurrency=req.concurrency,
                 max_retries=req.rate_limit_retries, initial_backoff_ms=round(req.backoff_base_s * 1000),
+                batch_blocks=req.batch_blocks,
             )
-    ordered = {d: _sorted(tables[d], d) for d in req.datasets}
-    return await asyncio.to_thread(put_tables, ordered, store, req.prefix, req.chain, req.chunk,
-                                   spill_bytes=req.spill_bytes)
+    return await asyncio.to_thread(_stage, req, tables, store)
 
 
 __all__ = ["confirmed_head", "ingest_chunk"]

@@ -1,4 +1,6 @@
-"""Pure transforms: JSON-RPC replies -> Arrow tables with exactly cryo 0.3.2's columns and types.
+"""Pure transforms: JSON-RPC replies -> Arrow tables in the engines' columns and types
+(:mod:`operators.cryo_ingest.columns`: cryo 0.3.2's, ``blocks`` with ``parent_hash`` and
+``n_transactions``).
 
 Input is what ``eth_getBlockByNumber`` (full transactions or hashes), ``eth_getBlockReceipts`` and
 ``eth_getLogs`` return, already parsed from JSON. A column is one pass over the rows to pick the
@@ -165,7 +167,8 @@ def _table(schema: pa.Schema, arrays: Sequence[pa.Array]) -> pa.Table:
 
 
 def blocks_table(chain_id: int, blocks: Sequence[Row]) -> pa.Table:
-    """``blocks`` rows from ``eth_getBlockByNumber`` replies (with or without full transactions)."""
+    """``blocks`` rows from ``eth_getBlockByNumber`` replies (with or without full transactions);
+    ``n_transactions`` is the length of the block's ``transactions`` list."""
 
     def where(i: int) -> str:
         number = blocks[i].get("number") if isinstance(blocks[i], Mapping) else None
@@ -173,6 +176,7 @@ def blocks_table(chain_id: int, blocks: Sequence[Row]) -> pa.Table:
 
     return _table(BLOCKS, [
         _fixed(blocks, "hash", HASH_BYTES, where),
+        _fixed(blocks, "parentHash", HASH_BYTES, where),
         _fixed(blocks, "miner", ADDRESS_BYTES, where),
         quantities(blocks, "number", pa.uint32(), where),
         quantities(blocks, "gasUsed", pa.uint64(), where),
@@ -180,10 +184,18 @@ def blocks_table(chain_id: int, blocks: Sequence[Row]) -> pa.Table:
         quantities(blocks, "timestamp", pa.uint32(), where),
         quantities(blocks, "baseFeePerGas", pa.uint64(), where, nullable=True),
         _chain(chain_id, len(blocks)),
+        column(blocks, "transactions", _length, pa.uint32(), where),
     ])
 
 
 # -- transactions --------------------------------------------------------------------------------
+
+
+def _length(value: Any) -> int:
+    """The number of a block's transactions (full objects or hashes)."""
+    if not isinstance(value, list):
+        raise TypeError("should be a list of transactions or their hashes")
+    return len(value)
 
 
 def _status(value: Any) -> bool:

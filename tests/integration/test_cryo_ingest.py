@@ -29,7 +29,6 @@ import pytest
 from operators.cryo_ingest import (
     DATASETS,
     DEFAULT_DATASETS,
-    SCHEMAS,
     BlockMissing,
     CryoFailed,
     IngestRequest,
@@ -37,8 +36,10 @@ from operators.cryo_ingest import (
     RateLimited,
     StagedFile,
     confirmed_head,
+    file_schema,
     ingest_chunk,
 )
+from operators.cryo_ingest.columns import SCHEMAS
 from operators.cryo_ingest.devhistory import History, build_history
 from operators.cryo_ingest.files import put_tables
 from operators.cryo_ingest.traces import CALL_TYPES
@@ -236,13 +237,16 @@ async def test_rpc_engine_files_hold_the_nodes_data(
 
     blocks_t, txs_t, logs_t = table("blocks"), table("transactions"), table("logs")
     for dataset, t in (("blocks", blocks_t), ("transactions", txs_t), ("logs", logs_t)):
-        assert t.schema.equals(SCHEMAS[dataset])
+        assert t.schema.equals(file_schema(dataset))  # the contract's columns and types
 
     blocks, receipts, logs = await _node_data(rpc, first, last)
     txs = [tx for b in blocks for tx in b["transactions"]]
     assert blocks_t.num_rows == last - first + 1
     assert blocks_t["block_number"].to_pylist() == [int(b["number"], 16) for b in blocks]
     assert blocks_t["block_hash"].to_pylist() == [_b(b["hash"]) for b in blocks]
+    assert blocks_t["parent_hash"].to_pylist() == [_b(b["parentHash"]) for b in blocks]
+    assert blocks_t["parent_hash"].to_pylist()[1:] == blocks_t["block_hash"].to_pylist()[:-1]
+    assert blocks_t["n_transactions"].to_pylist() == [len(b["transactions"]) for b in blocks]
     assert blocks_t["timestamp"].to_pylist() == [int(b["timestamp"], 16) for b in blocks]
     assert blocks_t["gas_used"].to_pylist() == [int(b["gasUsed"], 16) for b in blocks]
     assert set(blocks_t["chain_id"].to_pylist()) == {CHAIN_ID}
@@ -295,6 +299,7 @@ async def test_rpc_engine_writes_the_same_files_as_cryo(
         assert ours.name == theirs.name
         a, b = out.read(ours), out.read(theirs)
         assert a.schema.equals(b.schema, check_metadata=True)
+        assert a.schema.equals(file_schema(ours.dataset))  # the contract's, not cryo's types
         assert a.num_rows == b.num_rows == ours.rows == theirs.rows > 0
         assert a.equals(b), ours.dataset
         assert (ours.sha256, ours.bytes) == (theirs.sha256, theirs.bytes)  # byte-identical files
@@ -341,7 +346,7 @@ async def test_traces_rows_equal_trace_block(
         staged += await out.ingest(request(anvil_url, chunk, out("traces"), datasets=("traces",),
                                            batch_blocks=20))
     table = pa.concat_tables([out.read(f) for f in staged])
-    assert table.schema.equals(SCHEMAS["traces"])
+    assert table.schema.equals(file_schema("traces"))
     node = await rpc.batch([("trace_block", (hex(n),)) for n in range(first, last + 1)])
     assert table.num_rows == sum(len(ts) for ts in node)
     by_block: dict[int, list[dict[str, Any]]] = {}
@@ -514,15 +519,15 @@ async def test_cryo_panics_become_cryo_failed(history: History, fresh_proxy: Pro
 
 def test_staged_files_are_put_all_or_nothing(out: Out) -> None:
     chunk = Chunk(1000, 1999)
-    blocks = SCHEMAS["blocks"].empty_table()
-    logs = SCHEMAS["logs"].empty_table()
+    blocks = file_schema("blocks").empty_table()
+    logs = file_schema("logs").empty_table()
     store = out.store.store
     first = put_tables({"blocks": blocks, "logs": logs}, store, out("stage"), "ethereum", chunk)
     assert [f.name for f in first] == ["ethereum__blocks__00001000_to_00001999.parquet",
                                        "ethereum__logs__00001000_to_00001999.parquet"]
     for f in first:
         assert hashlib.sha256(store.get(f.key)).hexdigest() == f.sha256
-        assert out.read(f).schema.equals(SCHEMAS[f.dataset])
+        assert out.read(f).schema.equals(file_schema(f.dataset))
     again = put_tables({"blocks": blocks}, store, out("stage"), "ethereum", chunk)  # a re-run replaces
     assert again[0].sha256 == first[0].sha256
     # through local temporary files and put_file instead of memory: the same bytes
@@ -530,8 +535,9 @@ def test_staged_files_are_put_all_or_nothing(out: Out) -> None:
                          spill_bytes=0)
     assert [(f.name, f.bytes, f.sha256) for f in spilled] == [(f.name, f.bytes, f.sha256) for f in first]
     assert [hashlib.sha256(store.get(f.key)).hexdigest() for f in spilled] == [f.sha256 for f in first]
-    wrong = pa.table({"block_number": pa.array([1], pa.int64())})
-    with pytest.raises(ValueError, match="logs table does not have the dataset's schema"):
-        put_tables({"blocks": blocks, "logs": wrong}, store, out("other"), "ethereum", chunk)
+    for wrong in (pa.table({"block_number": pa.array([1], pa.int64())}),
+                  SCHEMAS["logs"].empty_table()):  # cryo's types, not conformed to the contract
+        with pytest.raises(ValueError, match="logs table does not have the dataset's schema"):
+            put_tables({"blocks": blocks, "logs": wrong}, store, out("other"), "ethereum", chunk)
     assert out.keys("other") == []  # the blocks file was not put either
     assert out.keys("stage") == [f.key for f in first]

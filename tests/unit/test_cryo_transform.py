@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.cryo_ingest.columns import BLOCKS, LOGS, SCHEMAS, TRANSACTIONS
-from operators.cryo_ingest.engines.cryo import CryoSchemaMismatch, conform, cryo_blocks
+from operators.cryo_ingest.columns import BLOCKS, LOGS, SCHEMAS, TRANSACTIONS, file_schema
+from operators.cryo_ingest.engines.cryo import CryoSchemaMismatch, cryo_blocks, to_columns
+from operators.cryo_ingest.files import file_table
 from operators.cryo_ingest.transform import (
     blocks_table,
     decode_hex,
@@ -20,7 +21,8 @@ from operators.cryo_ingest.transform import (
     transactions_table,
 )
 from operators.range_splitter import Chunk
-from tracekit.errors import BadRpcData
+from tracekit.datasets import contract
+from tracekit.errors import BadRpcData, ConformError
 
 H = "0x" + "ab" * 32
 A = "0x" + "cd" * 20
@@ -54,23 +56,38 @@ def receipt(t: dict[str, Any], status: str = "0x1", logs: list[Any] | None = Non
 
 
 def block(number: int, txs: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-    base = {"number": hex(number), "hash": h(number), "miner": A, "gasUsed": "0x10", "extraData": "0x",
+    base = {"number": hex(number), "hash": h(number), "parentHash": h(max(number - 1, 0)), "miner": A,
+            "gasUsed": "0x10", "extraData": "0x",
             "timestamp": hex(1_700_000_000 + number), "baseFeePerGas": "0x7", "transactions": txs}
     base.update(fields)
     return {k: v for k, v in base.items() if v is not None}
 
 
 def test_blocks_columns() -> None:
-    t = blocks_table(10143, [block(5, []), block(6, [], baseFeePerGas=None, extraData="0x00ff")])
+    six = block(6, [tx(6, 0), tx(6, 1)], baseFeePerGas=None, extraData="0x00ff")
+    t = blocks_table(10143, [block(5, []), six])
     assert t.schema.equals(BLOCKS)
     assert t.to_pylist() == [
-        {"block_hash": bytes.fromhex("00" * 31 + "05"), "author": bytes.fromhex("cd" * 20), "block_number": 5,
-         "gas_used": 16, "extra_data": b"", "timestamp": 1_700_000_005, "base_fee_per_gas": 7,
-         "chain_id": 10143},
-        {"block_hash": bytes.fromhex("00" * 31 + "06"), "author": bytes.fromhex("cd" * 20), "block_number": 6,
-         "gas_used": 16, "extra_data": b"\x00\xff", "timestamp": 1_700_000_006, "base_fee_per_gas": None,
-         "chain_id": 10143},
+        {"block_hash": bytes.fromhex("00" * 31 + "05"), "parent_hash": bytes.fromhex("00" * 31 + "04"),
+         "author": bytes.fromhex("cd" * 20), "block_number": 5, "gas_used": 16, "extra_data": b"",
+         "timestamp": 1_700_000_005, "base_fee_per_gas": 7, "chain_id": 10143, "n_transactions": 0},
+        {"block_hash": bytes.fromhex("00" * 31 + "06"), "parent_hash": bytes.fromhex("00" * 31 + "05"),
+         "author": bytes.fromhex("cd" * 20), "block_number": 6, "gas_used": 16, "extra_data": b"\x00\xff",
+         "timestamp": 1_700_000_006, "base_fee_per_gas": None, "chain_id": 10143, "n_transactions": 2},
     ]
+    hashes_only = block(7, [h(1), h(2), h(3)])  # eth_getBlockByNumber(n, false)
+    assert blocks_table(1, [hashes_only]).column("n_transactions").to_pylist() == [3]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("parentHash", "0x" + "ab" * 31, "block 5: field 'parentHash' should be 32 bytes, got 31"),
+    ("parentHash", None, "block 5: field 'parentHash' is missing"),
+    ("transactions", None, "block 5: field 'transactions' is missing"),
+    ("transactions", "0x2", "block 5: field 'transactions' is malformed"),
+])
+def test_bad_block_fields_name_the_block(field: str, value: Any, message: str) -> None:
+    with pytest.raises(BadRpcData, match=message):
+        blocks_table(1, [block(5, [], **{field: value})])
 
 
 def test_transactions_columns() -> None:
@@ -229,6 +246,31 @@ def test_inputs_are_not_mutated() -> None:
     assert (b, r) == before
 
 
+# -- what the files hold ---------------------------------------------------------------------------
+
+
+def test_file_tables_are_the_contracts_sorted_as_cryo_sorts() -> None:
+    t = blocks_table(10143, [block(6, [tx(6, 0)]), block(5, [])])
+    out = file_table(t, "blocks")
+    assert out.schema.equals(file_schema("blocks")) and out.schema.equals(contract("blocks").arrow_schema())
+    number = out.schema.field("block_number")
+    assert number.type == pa.int64() and not number.nullable
+    assert out.schema.field("n_transactions").type == pa.int32()
+    assert out.schema.field("block_hash").type == pa.binary()
+    assert out.column("block_number").to_pylist() == [5, 6]
+    assert out.column("n_transactions").to_pylist() == [0, 1]
+    for dataset in ("transactions", "logs", "traces"):
+        assert file_table(SCHEMAS[dataset].empty_table(), dataset).schema.equals(file_schema(dataset))
+
+
+def test_a_row_that_does_not_fit_the_contract_names_column_and_row() -> None:
+    t = logs_table(1, [log(3, 0, 1), log(3, 1, 1)])
+    no_hash = t.set_column(t.schema.get_field_index("transaction_hash"), "transaction_hash",
+                           pa.array([b"x" * 32, None], pa.large_binary()))
+    with pytest.raises(ConformError, match="logs: column 'transaction_hash' is required, but row 1 is null"):
+        file_table(no_hash, "logs")
+
+
 # -- the cryo engine's pure half ------------------------------------------------------------------
 
 
@@ -237,17 +279,27 @@ def test_cryo_block_ranges_are_end_exclusive() -> None:
     assert cryo_blocks(Chunk(7, 7)) == ["7:8"]
 
 
-def test_conform_casts_cryo_frames_to_the_columns() -> None:
+def test_cryo_frames_are_cast_to_the_columns() -> None:
     schema = SCHEMAS["logs"]
     as_views = pa.schema([
         pa.field(f.name, pa.binary_view() if f.type == pa.large_binary() else f.type) for f in schema
     ])
     shuffled = as_views.empty_table().select(list(reversed(schema.names)))
-    assert conform(shuffled, "logs").schema.equals(schema)
+    assert to_columns(shuffled, "logs").schema.equals(schema)
     with pytest.raises(CryoSchemaMismatch, match="cryo returned logs columns"):
-        conform(schema.empty_table().drop_columns(["topic3"]), "logs")
+        to_columns(schema.empty_table().drop_columns(["topic3"]), "logs")
     with pytest.raises(CryoSchemaMismatch, match="do not cast"):
-        conform(pa.table({n: pa.array([], pa.list_(pa.int8())) for n in schema.names}), "logs")
+        to_columns(pa.table({n: pa.array([], pa.list_(pa.int8())) for n in schema.names}), "logs")
+
+
+def test_cryo_blocks_get_the_transaction_counts_added() -> None:
+    cryos = BLOCKS.empty_table().drop_columns(["n_transactions"])  # what cryo returns (with parent_hash)
+    counts = {"n_transactions": pa.array([], pa.int64())}
+    assert to_columns(cryos, "blocks", counts).schema.equals(BLOCKS)
+    with pytest.raises(CryoSchemaMismatch, match="cryo returned blocks columns"):
+        to_columns(BLOCKS.empty_table(), "blocks", counts)  # cryo never gives n_transactions
+    with pytest.raises(ValueError, match="needs the added columns"):
+        to_columns(cryos, "blocks")
 
 
 # -- vectorised hex decoding ----------------------------------------------------------------------

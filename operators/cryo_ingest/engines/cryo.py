@@ -12,19 +12,23 @@ Facts of this cryo version (January 2024) that shape this adapter:
   in a worker thread (``asyncio.to_thread``) so the caller's loop is never blocked.
 
 The collected polars frame is converted to Arrow and cast to :mod:`operators.cryo_ingest.columns`;
-any other set of columns (another cryo version) raises :class:`CryoSchemaMismatch`.
+any other set of columns (another cryo version) raises :class:`CryoSchemaMismatch`. ``blocks`` is
+collected with cryo's optional ``parent_hash`` (``include_columns``); cryo has no transaction count
+of a block, so ``n_transactions`` is asked of the node, by block hash.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from operators.cryo_ingest.columns import SCHEMAS, Dataset
+from operators.cryo_ingest.columns import ADDED, CRYO_INCLUDE, SCHEMAS, Dataset
+from operators.cryo_ingest.engines.rpc import transaction_counts
 from operators.cryo_ingest.errors import CryoFailed
+from operators.cryo_ingest.ratelimit import RetryingRpc
 from operators.range_splitter import Chunk
 from tracekit.errors import TraceError
 
@@ -40,13 +44,23 @@ def cryo_blocks(chunk: Chunk) -> list[str]:
     return [f"{chunk.start}:{chunk.end + 1}"]
 
 
-def conform(table: pa.Table, dataset: Dataset) -> pa.Table:
-    """``table`` (cryo's frame as Arrow) with exactly the dataset's columns, order and types."""
+def _check_names(table: pa.Table, dataset: Dataset) -> None:
+    expected = [name for name in SCHEMAS[dataset].names if name not in ADDED.get(dataset, ())]
+    if sorted(table.column_names) != sorted(expected):
+        raise CryoSchemaMismatch(f"cryo returned {dataset} columns {table.column_names}, expected {expected}")
+
+
+def to_columns(table: pa.Table, dataset: Dataset, added: Mapping[str, pa.Array] | None = None) -> pa.Table:
+    """``table`` (cryo's frame as Arrow) with ``added`` (the columns cryo cannot give,
+    :data:`~operators.cryo_ingest.columns.ADDED`) as exactly the engines' columns, order and types."""
     schema = SCHEMAS[dataset]
-    if sorted(table.column_names) != sorted(schema.names):
-        raise CryoSchemaMismatch(
-            f"cryo returned {dataset} columns {table.column_names}, expected {schema.names}"
-        )
+    _check_names(table, dataset)
+    extra = dict(added or {})
+    if sorted(extra) != sorted(ADDED.get(dataset, ())):
+        raise ValueError(f"{dataset}: cryo's table needs the added columns {ADDED.get(dataset, ())}, "
+                         f"got {sorted(extra)}")
+    for name, values in extra.items():
+        table = table.append_column(name, values)
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -68,9 +82,11 @@ async def collect(
     max_retries: int = 8,
     initial_backoff_ms: int = 250,
 ) -> pa.Table:
-    """One dataset of ``chunk`` through cryo, as an Arrow table in cryo's columns."""
+    """One dataset of ``chunk`` through cryo, as an Arrow table of cryo's columns and types (its
+    optional columns in :data:`~operators.cryo_ingest.columns.CRYO_INCLUDE` included)."""
     kwargs: dict[str, Any] = {
         "blocks": cryo_blocks(chunk),
+        **({"include_columns": list(CRYO_INCLUDE[dataset])} if dataset in CRYO_INCLUDE else {}),
         "rpc": rpc_url,
         "max_concurrent_requests": concurrency,
         "max_retries": max_retries,
@@ -87,7 +103,9 @@ async def collect(
             f"cryo failed collecting {dataset} for blocks {chunk.start}..{chunk.end} from {rpc_url}: "
             f"{type(exc).__name__}: {exc} (cryo prints the details on stderr)"
         ) from exc
-    return conform(frame.to_arrow(), dataset)
+    table: pa.Table = frame.to_arrow()
+    _check_names(table, dataset)
+    return table
 
 
 async def extract(
@@ -95,13 +113,26 @@ async def extract(
     chunk: Chunk,
     datasets: Sequence[Dataset],
     *,
+    rpc: RetryingRpc,
     concurrency: int = 4,
     max_retries: int = 8,
     initial_backoff_ms: int = 250,
+    batch_blocks: int = 50,
 ) -> dict[Dataset, pa.Table]:
-    """Every dataset of ``chunk``, one cryo collect after the other."""
-    return {
-        dataset: await collect(rpc_url, dataset, chunk, concurrency=concurrency, max_retries=max_retries,
-                               initial_backoff_ms=initial_backoff_ms)
-        for dataset in datasets
-    }
+    """Every dataset of ``chunk``, one cryo collect after the other, in the engines' columns.
+
+    cryo 0.3.2 has no transaction count of a block: ``n_transactions`` is asked of the node by
+    each block's hash through ``rpc`` (:func:`~operators.cryo_ingest.engines.rpc.transaction_counts`).
+    """
+    tables: dict[Dataset, pa.Table] = {}
+    for dataset in datasets:
+        table = await collect(rpc_url, dataset, chunk, concurrency=concurrency, max_retries=max_retries,
+                              initial_backoff_ms=initial_backoff_ms)
+        added: dict[str, pa.Array] = {}
+        if dataset == "blocks":
+            blocks = list(zip(table.column("block_number").to_pylist(),
+                              table.column("block_hash").to_pylist(), strict=True))
+            counts = await transaction_counts(rpc, blocks, batch_blocks=batch_blocks, concurrency=concurrency)
+            added["n_transactions"] = pa.array(counts, pa.uint32())
+        tables[dataset] = to_columns(table, dataset, added)
+    return tables

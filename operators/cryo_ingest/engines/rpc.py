@@ -16,9 +16,9 @@ the others are in flight; the tables are concatenated in block order at the end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -30,6 +30,7 @@ from operators.range_splitter import Chunk
 from tracekit.errors import BadRpcData, RetryableError
 from tracekit.jsonrpc import Call, hex_to_int
 
+T = TypeVar("T")
 
 class BlockMissing(RetryableError):
     """The node has no block at a height below the confirmed head (a lagging backend?)."""
@@ -195,6 +196,43 @@ def even_parts(chunk: Chunk, batch_blocks: int, concurrency: int) -> list[Chunk]
     return [Chunk(a, min(a + size - 1, chunk.end)) for a in range(chunk.start, chunk.end + 1, size)]
 
 
+async def _gather_parts(parts: Sequence[Awaitable[T]]) -> list[T]:
+    """Await every part; on the first failure, stop the others still in flight and raise it."""
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def transaction_counts(
+    rpc: RetryingRpc, blocks: Sequence[tuple[int, bytes]], *, batch_blocks: int = 50, concurrency: int = 4
+) -> list[int]:
+    """How many transactions each block ``(number, hash)`` has, in order: one
+    ``eth_getBlockTransactionCountByHash`` per block (by hash: exactly the block that was read),
+    ``batch_blocks`` per JSON-RPC batch, ``concurrency`` batches in flight. A block the node no
+    longer has is :class:`ChainMoved`."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(part: Sequence[tuple[int, bytes]]) -> list[int]:
+        async with gate:
+            replies = await rpc.batch([("eth_getBlockTransactionCountByHash", ("0x" + h.hex(),))
+                                       for _, h in part])
+        counts = []
+        for (n, h), reply in zip(part, replies, strict=True):
+            if reply is None:
+                raise ChainMoved(f"block {n}: block 0x{h.hex()} is gone while it was read")
+            counts.append(hex_to_int(reply, f"block {n}: eth_getBlockTransactionCountByHash"))
+        return counts
+
+    size = max(1, batch_blocks)
+    results = await _gather_parts([one(blocks[i:i + size]) for i in range(0, len(blocks), size)])
+    return [count for counts in results for count in counts]
+
+
 async def extract(
     rpc: RetryingRpc,
     chain_id: int,
@@ -217,14 +255,7 @@ async def extract(
             raw = await _fetch_part(rpc, plan, part)
         return _tables(chain_id, plan, part, raw)
 
-    tasks = [asyncio.create_task(one(part)) for part in parts]
-    try:
-        results = await asyncio.gather(*tasks)
-    except BaseException:  # the first failure wins; stop the batches still in flight
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    results = await _gather_parts([one(part) for part in parts])  # the first failure wins
     if not results:
         return {dataset: SCHEMAS[dataset].empty_table() for dataset in datasets}
     return {dataset: pa.concat_tables([r[dataset] for r in results]) for dataset in datasets}
