@@ -3,8 +3,9 @@
 The run starts with one task of the DAG's ``split`` job (``range_splitter``), whose payload's
 event is the run's parameters (a :class:`~operators.range_splitter.SplitJob`); the chunk events
 it emits create the ``ingest`` tasks (``cryo_ingest``), one per chunk. Chunk boundaries are
-aligned to ``chunk_size`` (see :mod:`operators.range_splitter`), so a block always lands in the
-same file.
+aligned to ``chunk_size`` and cut at the partition boundaries of the datasets' tables (see
+:mod:`operators.range_splitter`), so a block always lands in the same file and every file lies in
+one partition (the committer adds files to the tables as they are).
 """
 
 from __future__ import annotations

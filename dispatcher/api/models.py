@@ -27,7 +27,9 @@ class BackfillRequest(RequestBody):
                                     description="Datasets to extract (traces only when listed)")
     start_block: int = Field(ge=0, le=MAX_BLOCK, description="First block, inclusive")
     end_block: int = Field(ge=0, le=MAX_BLOCK, description="Last block, inclusive")
-    chunk_size: int = Field(1000, ge=1, le=1_000_000, description="Blocks per task and per file")
+    chunk_size: int = Field(1000, ge=1, le=1_000_000, description=(
+        "Most blocks per task and per file: chunks are aligned to multiples of it and cut at the "
+        "datasets' partition boundaries (every 10,000 blocks), so each file lies in one partition"))
     engine: Literal["rpc", "cryo"] = Field("rpc", description="Extraction engine of cryo_ingest")
 
     @model_validator(mode="after")

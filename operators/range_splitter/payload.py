@@ -9,17 +9,28 @@ with the chunk's ``start`` and ``end`` (the job of the task it starts, see
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from operators.range_splitter.split import Chunk, chunk_key, count_chunks, split_range
+from tracekit.datasets import DEFAULT_PARTITION_WIDTH, contract
 from tracekit.errors import ConfigError, first_problem
 
 
+def partition_width_of(datasets: Sequence[str]) -> int:
+    """The block width a chunk must stay within so that it lies in one partition of every
+    dataset's table: the greatest common divisor of their contracts' partition widths."""
+    return math.gcd(*(contract(name).partition_width for name in datasets)) or DEFAULT_PARTITION_WIDTH
+
+
 class SplitJob(BaseModel):
-    """Blocks ``start_block..end_block`` of ``chain`` in aligned chunks of ``chunk_size`` (``chunks``
-    of them), each to ingest with ``engine`` into ``datasets``."""
+    """Blocks ``start_block..end_block`` of ``chain`` in aligned chunks of at most ``chunk_size``
+    blocks, also cut at multiples of ``partition_width`` so that each chunk (and file) lies in one
+    partition of the datasets' tables (``chunks`` of them), each to ingest with ``engine`` into
+    ``datasets``."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -31,18 +42,24 @@ class SplitJob(BaseModel):
     chunk_size: StrictInt
     engine: StrictStr
     chunks: StrictInt
+    partition_width: StrictInt = DEFAULT_PARTITION_WIDTH  # jobs stored before it was a field
 
     @classmethod
     def of_range(cls, *, chain_id: int, chain: str, datasets: tuple[str, ...], start_block: int,
                  end_block: int, chunk_size: int, engine: str, max_chunks: int) -> SplitJob:
-        """The job of a range; :class:`~operators.range_splitter.BadRange` when it cannot be cut
-        (more than ``max_chunks`` chunks, ...)."""
-        chunks = count_chunks(start_block, end_block, chunk_size, max_chunks=max_chunks)
+        """The job of a range, cut at the partitions of the datasets' contracts
+        (:func:`partition_width_of`); :class:`~operators.range_splitter.BadRange` when it cannot be
+        cut (more than ``max_chunks`` chunks, ...)."""
+        width = partition_width_of(datasets)
+        chunks = count_chunks(start_block, end_block, chunk_size, partition_width=width,
+                              max_chunks=max_chunks)
         return cls(chain_id=chain_id, chain=chain, datasets=datasets, start_block=start_block,
-                   end_block=end_block, chunk_size=chunk_size, engine=engine, chunks=chunks)
+                   end_block=end_block, chunk_size=chunk_size, engine=engine, chunks=chunks,
+                   partition_width=width)
 
     def split(self) -> list[Chunk]:
-        return split_range(self.start_block, self.end_block, self.chunk_size)
+        return split_range(self.start_block, self.end_block, self.chunk_size,
+                           partition_width=self.partition_width)
 
     def chunk_event(self, chunk: Chunk) -> tuple[str, dict[str, Any]]:
         """The partition key and the payload of ``chunk``'s event."""

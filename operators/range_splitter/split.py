@@ -3,7 +3,9 @@ the chunks), :func:`chunk_key`. Pure and synchronous."""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracekit.errors import ConfigError
@@ -51,47 +53,86 @@ def bucket_of(block: int, chunk_size: int) -> int:
 
 
 def split_range(
-    start_block: int, end_block: int, chunk_size: int, *, max_chunks: int = MAX_CHUNKS
+    start_block: int, end_block: int, chunk_size: int, *, partition_width: int | None = None,
+    max_chunks: int = MAX_CHUNKS,
 ) -> list[Chunk]:
-    """Chunks covering ``[start_block, end_block]`` (inclusive), in order, aligned to ``chunk_size``.
+    """Chunks covering ``[start_block, end_block]`` (inclusive), in order, aligned to ``chunk_size``
+    and, with ``partition_width``, cut at every multiple of it too.
 
-    Every chunk lies within one aligned bucket; only the first and the last may be clipped.
+    Every chunk lies within one aligned bucket of ``chunk_size`` blocks and within one partition
+    ``[j*partition_width, (j+1)*partition_width - 1]`` (a dataset table's ``truncate[W]`` partition
+    on ``block_number``, so each file lies in one): when the width is a multiple of the chunk size,
+    the chunks are the buckets; otherwise a bucket crossing a partition boundary is cut there, and
+    a chunk size above the width gives one chunk per partition. Only the first and the last chunk
+    are clipped to the range; which chunk a block lands in never depends on the range asked for.
     Raises :class:`BadRange` (a :class:`~tracekit.errors.ConfigError`) naming the bad value:
-    ``start_block < 0``, ``end_block < start_block``, ``chunk_size < 1`` or more than
-    ``max_chunks`` chunks.
+    ``start_block < 0``, ``end_block < start_block``, ``chunk_size < 1``, ``partition_width < 1``
+    or more than ``max_chunks`` chunks.
     """
-    start, end, size, buckets = _buckets(start_block, end_block, chunk_size, max_chunks)
-    return [Chunk(max(start, k * size), min(end, (k + 1) * size - 1)) for k in buckets]
+    start, end, size, width = _checked(start_block, end_block, chunk_size, partition_width, max_chunks)
+    cuts: Sequence[int] = range(_next_multiple(start + 1, size), end + 1, size)
+    if width is not None and width % size:  # partition boundaries that are not bucket boundaries
+        cuts = sorted({*cuts, *range(_next_multiple(start + 1, width), end + 1, width)})
+    firsts = [start, *cuts]
+    lasts = [*(c - 1 for c in cuts), end]
+    return [Chunk(a, b) for a, b in zip(firsts, lasts, strict=True)]
 
 
-def count_chunks(start_block: int, end_block: int, chunk_size: int, *, max_chunks: int = MAX_CHUNKS) -> int:
+def count_chunks(start_block: int, end_block: int, chunk_size: int, *, partition_width: int | None = None,
+                 max_chunks: int = MAX_CHUNKS) -> int:
     """How many chunks :func:`split_range` cuts the range into (same checks), without making them."""
-    return len(_buckets(start_block, end_block, chunk_size, max_chunks)[3])
+    start, end, size, width = _checked(start_block, end_block, chunk_size, partition_width, max_chunks)
+    return _count(start, end, size, width)
 
 
-def _buckets(start_block: int, end_block: int, chunk_size: int,
-             max_chunks: int) -> tuple[int, int, int, range]:
-    """The checked range and size, and the aligned buckets (by index) the range touches."""
+def _next_multiple(block: int, step: int) -> int:
+    """The first multiple of ``step`` at or above ``block``."""
+    return -(-block // step) * step
+
+
+def _multiples(start: int, end: int, step: int) -> int:
+    """How many multiples of ``step`` lie in ``(start, end]``: the cuts ``step`` makes."""
+    return end // step - start // step
+
+
+def _count(start: int, end: int, size: int, width: int | None) -> int:
+    cuts = _multiples(start, end, size)
+    if width is not None:  # the partition boundaries that are not chunk boundaries already
+        cuts += _multiples(start, end, width) - _multiples(start, end, math.lcm(size, width))
+    return cuts + 1
+
+
+def _checked(start_block: int, end_block: int, chunk_size: int, partition_width: int | None,
+             max_chunks: int) -> tuple[int, int, int, int | None]:
+    """The checked range, size and width; :class:`BadRange` for bad values or too many chunks."""
     start = _int("start_block", start_block)
     end = _int("end_block", end_block)
     size = _int("chunk_size", chunk_size)
+    width = None if partition_width is None else _int("partition_width", partition_width)
     if start < 0:
         raise BadRange(f"start_block must be >= 0, got {start}")
     if end < start:
         raise BadRange(f"end_block must be >= start_block ({start}), got {end}")
     if size < 1:
         raise BadRange(f"chunk_size must be >= 1, got {size}")
+    if width is not None and width < 1:
+        raise BadRange(f"partition_width must be >= 1, got {width}")
     if _int("max_chunks", max_chunks) < 1:
         raise BadRange(f"max_chunks must be >= 1, got {max_chunks}")
-    first, last = bucket_of(start, size), bucket_of(end, size)
-    count = last - first + 1
+    count = _count(start, end, size, width)
     if count > max_chunks:
+        where = f"blocks {start}..{end} in chunks of {size}"
+        partitions = end // width - start // width + 1 if width is not None else 1
+        if partitions > max_chunks:
+            raise BadRange(f"{where} make {count} chunks, more than the limit of {max_chunks}, and no chunk "
+                           f"size makes fewer than {partitions} (one per {width}-block partition):"
+                           " backfill a shorter range")
         fits = -(-(end - start + 1) // max(1, max_chunks - 1))  # alignment may add one chunk
-        raise BadRange(
-            f"blocks {start}..{end} in chunks of {size} make {count} chunks, more than the limit of "
-            f"{max_chunks}: use a larger chunk_size (at least {fits})"
-        )
-    return start, end, size, range(first, last + 1)
+        if width is not None and _count(start, end, fits, width) > max_chunks:
+            fits = width  # one chunk per partition
+        raise BadRange(f"{where} make {count} chunks, more than the limit of {max_chunks}: use a larger "
+                       f"chunk_size (at least {fits})")
+    return start, end, size, width
 
 
 def chunk_key(chain: str, chunk: Chunk) -> str:

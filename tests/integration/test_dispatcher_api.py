@@ -483,7 +483,8 @@ async def test_runs_tasks_and_their_shapes(stack: DispatcherStack) -> None:
                     stack.config.org_id, "backfill", "backfill", "running", "api-token", None, [])
         assert newest["params"] == {"chain_id": CHAIN_ID, "chain": newest["params"]["chain"],
                                     "datasets": ["blocks"], "start_block": 0, "end_block": 199,
-                                    "chunk_size": 50, "engine": "rpc", "chunks": 4}
+                                    "chunk_size": 50, "engine": "rpc", "chunks": 4,
+                                    "partition_width": 10_000}
         assert newest["progress"] == {"tasks": {"queued": 1}, "chunks_total": 4, "chunks_done": 0,
                                       "blocks_total": 200, "blocks_done": 0, "rows": {}, "files": 0,
                                       "fraction": 0.0}

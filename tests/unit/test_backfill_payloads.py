@@ -32,7 +32,9 @@ def test_every_chunk_event_reads_back_as_the_ingest_of_that_chunk(start: int, le
     read = SplitPayload.parse(payload).event
     assert read == split
     chunks = read.split()
-    assert chunks == split_range(start, start + length, size)
+    assert read.partition_width == 10_000  # the contracts' truncate[10000](block_number)
+    assert chunks == split_range(start, start + length, size, partition_width=10_000)
+    assert all(c.start // 10_000 == c.end // 10_000 for c in chunks)  # one partition per file
     assert read.chunks == len(chunks)
     for chunk in chunks:
         key, event = read.chunk_event(chunk)
@@ -43,6 +45,18 @@ def test_every_chunk_event_reads_back_as_the_ingest_of_that_chunk(start: int, le
         assert request.chunk == chunk
         assert (request.chain_id, request.chain, request.datasets, request.engine) == (
             10143, "monad_testnet", ("blocks", "logs"), "rpc")
+
+
+def test_chunks_are_cut_where_a_bucket_would_cross_a_partition() -> None:
+    split = job(start_block=8_000, end_block=17_999, chunk_size=3_000)
+    assert split.split() == [Chunk(8_000, 8_999), Chunk(9_000, 9_999), Chunk(10_000, 11_999),
+                             Chunk(12_000, 14_999), Chunk(15_000, 17_999)]
+    assert split.chunks == 5
+    assert job(start_block=0, end_block=24_999, chunk_size=50_000).split() == [
+        Chunk(0, 9_999), Chunk(10_000, 19_999), Chunk(20_000, 24_999)]  # one chunk per partition at most
+    stored = {**split.model_dump(mode="json")}
+    del stored["partition_width"]  # a job stored before the field existed: the contracts' width
+    assert SplitPayload.parse({"event": stored}).event.split() == split.split()
 
 
 def test_the_job_config_fills_in_what_the_event_leaves_out() -> None:

@@ -48,6 +48,77 @@ def test_each_chunk_lies_in_one_aligned_bucket(r: tuple[int, int, int]) -> None:
     assert len(chunks) == end // size - start // size + 1
 
 
+@st.composite
+def partitioned(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    """A range, a chunk size and a partition width making at most ~4,000 chunks."""
+    start, end, size = draw(ranges())
+    least = max(1, (end - start) // 2_000)  # at most ~2,000 partitions
+    width = draw(st.sampled_from([least, 10_000, 65_536, 10 * size, size + 1]).filter(lambda w: w >= least)
+                 | st.integers(min_value=least, max_value=max(least, 10**6)))
+    return start, end, size, width
+
+
+@given(partitioned())
+def test_with_partitions_each_chunk_lies_in_one_bucket_and_one_partition(
+        r: tuple[int, int, int, int]) -> None:
+    start, end, size, width = r
+    chunks = split_range(start, end, size, partition_width=width)
+    assert chunks[0].start == start and chunks[-1].end == end
+    for a, b in itertools.pairwise(chunks):
+        assert b.start == a.end + 1
+        assert b.start % size == 0 or b.start % width == 0  # cut only at a bucket or a partition
+    for c in chunks:
+        assert c.start // size == c.end // size
+        assert c.start // width == c.end // width
+    assert count_chunks(start, end, size, partition_width=width) == len(chunks)
+    if width % size == 0:  # the partition is whole buckets: the same cut as without it
+        assert chunks == split_range(start, end, size)
+
+
+@given(partitioned(), st.data())
+def test_with_partitions_stable_under_re_splitting_a_sub_range(r: tuple[int, int, int, int],
+                                                               data: st.DataObject) -> None:
+    start, end, size, width = r
+    lo = data.draw(st.integers(min_value=start, max_value=end))
+    hi = data.draw(st.integers(min_value=lo, max_value=end))
+    full = split_range(start, end, size, partition_width=width)
+    clipped = [Chunk(max(c.start, lo), min(c.end, hi)) for c in full if c.end >= lo and c.start <= hi]
+    assert split_range(lo, hi, size, partition_width=width) == clipped
+
+
+def test_partition_examples() -> None:
+    assert split_range(9_000, 12_999, 3_000, partition_width=10_000) == [
+        Chunk(9_000, 9_999), Chunk(10_000, 11_999), Chunk(12_000, 12_999)]
+    assert split_range(0, 25_000, 40_000, partition_width=10_000) == [
+        Chunk(0, 9_999), Chunk(10_000, 19_999), Chunk(20_000, 25_000)]
+    assert split_range(0, 29_999, 2_500, partition_width=10_000) == split_range(0, 29_999, 2_500)
+    with pytest.raises(BadRange, match="partition_width must be >= 1, got 0"):
+        split_range(0, 9, 5, partition_width=0)
+
+
+def test_too_many_partitions_say_no_chunk_size_helps() -> None:
+    with pytest.raises(BadRange, match=r"no chunk size makes fewer than 11 \(one per 10-block partition\)"):
+        split_range(0, 109, 1_000, partition_width=10, max_chunks=5)
+    with pytest.raises(BadRange, match="use a larger chunk_size \\(at least 10\\)") as info:
+        split_range(0, 49, 3, partition_width=10, max_chunks=5)  # 9 or 11 would still cut 10 times
+    assert len(split_range(0, 49, 10, partition_width=10, max_chunks=5)) == 5
+    assert "at least" in str(info.value)
+
+
+@given(partitioned())
+def test_with_partitions_the_suggested_chunk_size_fits_the_cap(r: tuple[int, int, int, int]) -> None:
+    start, end, size, width = r
+    cap = 7
+    try:
+        split_range(start, end, size, partition_width=width, max_chunks=cap)
+    except BadRange as exc:
+        if "use a larger chunk_size" in str(exc):
+            suggested = int(str(exc).rpartition("at least ")[2].rstrip(")"))
+            assert len(split_range(start, end, suggested, partition_width=width, max_chunks=cap)) <= cap
+        else:
+            assert end // width - start // width + 1 > cap
+
+
 @given(ranges(), st.data())
 def test_stable_under_re_splitting_a_sub_range(r: tuple[int, int, int], data: st.DataObject) -> None:
     """A block lands in the same chunk whatever range was asked: sub-range chunks are the full
