@@ -4,7 +4,8 @@ Env: TRACE_DATABASE_URL, TRACE_API_PORT, TRACE_DISPATCHER_URL, TRACE_API_TOKEN, 
 TRACE_DISPATCHER_SECRET (the three default to HOME/secrets.json, made once), TRACE_QUEUE (pg|kafka),
 TRACE_RPC_URL and TRACE_CHAIN_ID (the chain workers fetch), TRACE_OBJECT_STORE (where workers stage
 files; default s3://datasets on the embedded SeaweedFS) with TRACE_S3_ENDPOINT, TRACE_S3_REGION,
-TRACE_S3_ACCESS_KEY_ID, TRACE_S3_SECRET_ACCESS_KEY, and TRACE_WORKER_SLOTS.
+TRACE_S3_ACCESS_KEY_ID, TRACE_S3_SECRET_ACCESS_KEY, TRACE_WORKER_SLOTS, and TRACE_INTEGRITY_SAMPLES
+(heights of each committed range the dispatcher compares with the node at TRACE_RPC_URL).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def api_config(settings: Settings) -> ApiConfig:
         alerts_topic=settings.alerts_topic, org_id=settings.org_id,
         chains={settings.chain_id: chain_name(settings.chain_id)}, lease_s=settings.lease_seconds,
         warehouse=warehouse_of(settings.resolved_object_store), s3=_s3_of(settings),
+        rpc_urls={settings.chain_id: settings.resolved_rpc_url}, integrity_samples=settings.integrity_samples,
     )
 
 

@@ -24,6 +24,7 @@ from dispatcher.api.app import create_app
 from dispatcher.api.deps import ApiConfig
 from dispatcher.catalog import PgJobCatalog
 from dispatcher.datasets.committer import Committer
+from dispatcher.datasets.integrity import IntegrityConfig
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import QueueDriver
 from dispatcher.scheduler import Scheduler
@@ -52,7 +53,8 @@ def committer_of(config: ApiConfig) -> Committer:
     database_url, warehouse, s3 = config.database_url, config.warehouse, config.s3
     if database_url is None or warehouse is None:
         raise ValueError("the committer needs a database and a warehouse")
-    return Committer(database_url, config.org_id, lambda: open_catalog(database_url, warehouse, s3))
+    return Committer(database_url, config.org_id, lambda: open_catalog(database_url, warehouse, s3),
+                     integrity=IntegrityConfig(config.integrity_samples, config.rpc_urls))
 
 
 async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, port: int,

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     queue: Literal["pg", "kafka"] = Field("pg", description="Wake-up queue: Postgres table or Kafka topic")
     worker_slots: int = Field(4, ge=1, le=256, description="Tasks one worker runs at once")
     lease_seconds: float = Field(30.0, gt=1, le=3600, description="Task lease; heartbeats every third")
+    integrity_samples: int = Field(
+        5, ge=0, le=1000, description="Heights of each committed range compared with the node (0: none)")
     alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
     alerts_topic: str = Field(ALERTS_TOPIC, description="Topic alerts and retractions go to")

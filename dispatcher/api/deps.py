@@ -34,6 +34,8 @@ class ApiConfig:
     lease_s: float = 30.0
     warehouse: str | None = None  # Iceberg tables (s3://BUCKET/warehouse or a file:// URL): None, no commits
     s3: S3Config | None = None  # how to reach the warehouse when it is on S3
+    rpc_urls: Mapping[int, str] = field(default_factory=dict)  # chain id -> JSON-RPC URL (integrity check)
+    integrity_samples: int = 5  # heights of a committed range compared with the node
 
 
 @dataclass

@@ -8,7 +8,12 @@
    version's own branch (``v<version>``), replacing the rows of the run's block range, so a range
    run again never duplicates rows; the version row records the snapshot and a manifest (files,
    rows, bytes, checksums, block range, tasks and attempts, producer).
-3. The versions of all the run's datasets are cut over in ONE pointer set (readers switch at
+3. Before any version is ``ready``, the integrity check reads the staged snapshots' rows of the
+   run's range (:mod:`dispatcher.datasets.integrity`: contiguous blocks linked by their parent
+   hashes, also to the blocks either side, unique keys, transaction counts, and the node's
+   blocks at sampled heights). A problem fails every version of the run with the reason (their
+   branches dropped); nothing is cut over and :class:`IntegrityFailed` says why.
+4. The versions of all the run's datasets are cut over in ONE pointer set (readers switch at
    once), and each table's ``main`` follows (:func:`follow_pointers`), so an Iceberg reader
    (pyiceberg, Trino, Spark, DuckDB) sees every table at a committed version.
 
@@ -21,13 +26,28 @@ part: which files make which version.
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+import pyarrow as pa
+import pyarrow.compute as pc
+from prometheus_client import Counter
 from pyiceberg.catalog import Catalog
 
+from dispatcher.datasets.integrity import (
+    BLOCK,
+    IntegrityConfig,
+    Problem,
+    check_node,
+    check_range,
+    columns_needed,
+    reason,
+    sample_heights,
+)
+from dispatcher.datasets.node import node_blocks
 from dispatcher.datasets.pointers import VersionState
 from dispatcher.datasets.store import Applied, DatasetStore
 from tracekit.datasets import contract as dataset_contract
@@ -39,6 +59,16 @@ CHAIN_NAMESPACE = "chain"
 
 class CommitRefused(TraceError):
     """The run's files cannot make a version (overlapping files, a run that did not succeed)."""
+
+
+class IntegrityFailed(CommitRefused):
+    """The run's versions failed the integrity check: they are failed, none was cut over."""
+
+
+INTEGRITY_FAILURES = Counter("trace_dataset_integrity_failures_total",
+                             "Versions refused by the integrity check, by dataset and check",
+                             ["dataset", "check"])
+log = logging.getLogger("trace.dispatcher.commit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +135,23 @@ class Committed:
     applied: Applied
 
 
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A version of the run with its snapshot; ``ready`` when an earlier try finished it."""
+
+    build: Build
+    version: int
+    snapshot: int
+    ready: bool
+
+
 def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
                namespace: str = CHAIN_NAMESPACE,
-               tables: Callable[[Catalog, str, str], DatasetTable] | None = None) -> Committed:
-    """Make the versions of a succeeded run and cut them over together (idempotent)."""
+               tables: Callable[[Catalog, str, str], DatasetTable] | None = None,
+               integrity: IntegrityConfig | None = None) -> Committed:
+    """Make the versions of a succeeded run, check them, and cut them over together
+    (idempotent). A failed check fails every version the run is making, cuts over none of them
+    and raises :class:`IntegrityFailed` with the problems."""
     run = store.run(run_id)
     if run is None:
         raise CommitRefused(f"no run {run_id}")
@@ -120,29 +163,101 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
         replace = (int(params["start_block"]), int(params["end_block"]))
     builds = plan_run_commit([StagedFile(**f) for f in store.run_outputs(run_id)], replace)
     open_table = tables or _chain_table
-    versions: dict[str, int] = {}
+    opened: dict[str, DatasetTable] = {}
+    staged: dict[str, _Staged] = {}
     for build in builds:
         store.ensure_dataset(build.dataset_id, table_name=f"{namespace}.{build.dataset_id}", kind="chain")
-        found = store.version_of_run(build.dataset_id, run_id)
-        if found is not None and found[1] is VersionState.READY:
-            versions[build.dataset_id] = found[0]
-            continue
-        version = found[0] if found is not None else store.begin_version(build.dataset_id, producer={
-            "run_id": str(run_id), "dag": run["dag"], "dag_version": run["dag_version"], "kind": run["kind"],
-            "tasks": sorted({f.task_id for f in build.files})})
-        table = open_table(catalog, namespace, build.dataset_id)
-        snapshot = table.stage([f.uri for f in build.files], branch=f"v{version}",
-                               replace_block_range=build.block_range,
-                               properties={"trace.run": str(run_id), "trace.version": str(version)})
-        store.finish_version(build.dataset_id, version, state=VersionState.READY, snapshot_id=snapshot,
-                             manifest=build.manifest(), block_range=build.block_range, rows=build.rows,
-                             bytes_=build.bytes, files=len(build.files))
-        versions[build.dataset_id] = version
-    if not versions:
+        opened[build.dataset_id] = open_table(catalog, namespace, build.dataset_id)
+        staged[build.dataset_id] = _stage(store, opened[build.dataset_id], build, run)
+    if not staged:
         return Committed(run_id, {}, Applied(store.pin().seq, (), store.pin().pointers))
+    problems = _check(staged, opened, params.get("chain_id"), integrity or IntegrityConfig())
+    if problems:
+        _refuse(store, staged, opened, problems, run_id)
+    for made in staged.values():
+        if not made.ready:
+            build = made.build
+            store.finish_version(build.dataset_id, made.version, state=VersionState.READY,
+                                 snapshot_id=made.snapshot, manifest=build.manifest(),
+                                 block_range=build.block_range, rows=build.rows, bytes_=build.bytes,
+                                 files=len(build.files))
+    versions = {dataset: made.version for dataset, made in staged.items()}
     applied = store.cutover(versions, actor="dispatcher", reason=f"{run['kind']} run {run_id}")
     follow_pointers(store, catalog, namespace=namespace, tables=open_table)
     return Committed(run_id, versions, applied)
+
+
+def _stage(store: DatasetStore, table: DatasetTable, build: Build, run: Mapping[str, Any]) -> _Staged:
+    """The run's version of ``build``'s dataset on its branch: resumed if an earlier try began it
+    (or finished it), else a new one."""
+    dataset = build.dataset_id
+    found = store.version_of_run(dataset, run["run_id"])
+    if found is not None and found[1] is VersionState.READY:
+        return _Staged(build, found[0], store.snapshots({dataset: found[0]})[dataset], ready=True)
+    if found is not None and found[1] is VersionState.BUILDING:
+        version = found[0]
+    else:
+        version = store.begin_version(dataset, producer={
+            "run_id": str(run["run_id"]), "dag": run["dag"], "dag_version": run["dag_version"],
+            "kind": run["kind"], "tasks": sorted({f.task_id for f in build.files})})
+    snapshot = table.stage([f.uri for f in build.files], branch=f"v{version}",
+                           replace_block_range=build.block_range,
+                           properties={"trace.run": str(run["run_id"]), "trace.version": str(version)})
+    return _Staged(build, version, snapshot, ready=False)
+
+
+def _check(staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable], chain_id: object,
+           config: IntegrityConfig) -> list[Problem]:
+    """Read the staged snapshots' rows in the run's block range and check them: the blocks also
+    one block either side, where the snapshot holds the version it continues (a staged snapshot
+    starts from ``main``, the current version, with the range replaced)."""
+    ranges = [made.build.block_range for made in staged.values() if made.build.block_range is not None]
+    if not ranges:
+        return []
+    first, last = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    keys = {dataset: dataset_contract(dataset).unique_key for dataset in staged}
+    rows: dict[str, pa.Table] = {}
+    neighbours = None
+    for dataset, made in staged.items():
+        columns = columns_needed(dataset, keys[dataset])
+        if dataset == "blocks":
+            around = _rows(tables[dataset], made.snapshot, max(first - 1, 0), last + 1, columns)
+            inside = pc.and_(pc.greater_equal(around[BLOCK], first), pc.less_equal(around[BLOCK], last))
+            rows[dataset], neighbours = around.filter(inside), around.filter(pc.invert(inside))
+        else:
+            rows[dataset] = _rows(tables[dataset], made.snapshot, first, last, columns)
+    problems = check_range(first, last, rows, keys, neighbours=neighbours)
+    url = config.rpc_urls.get(chain_id) if isinstance(chain_id, int) else None
+    if url is not None and config.samples > 0:
+        seed = min(made.version for made in staged.values())  # a rerun of these versions samples the same
+        heights = sample_heights(first, last, config.samples, seed=seed)
+        problems += check_node(rows, node_blocks(url, heights, logs="logs" in rows))
+    return problems
+
+
+def _rows(table: DatasetTable, snapshot: int, first: int, last: int, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of the snapshot's rows of blocks ``first..last`` (only their files are read)."""
+    scan = table.table().scan(snapshot_id=snapshot, selected_fields=tuple(columns),
+                              row_filter=f"{BLOCK} >= {first} and {BLOCK} <= {last}")
+    return scan.to_arrow()
+
+
+def _refuse(store: DatasetStore, staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable],
+            problems: Sequence[Problem], run_id: uuid.UUID) -> NoReturn:
+    """Fail the versions the run is making (their branches dropped); none is cut over."""
+    text = reason(problems)
+    for dataset, made in sorted(staged.items()):
+        if not made.ready:
+            build = made.build
+            store.finish_version(dataset, made.version, state=VersionState.FAILED, failure=text,
+                                 manifest=build.manifest(), block_range=build.block_range, rows=build.rows,
+                                 bytes_=build.bytes, files=len(build.files))
+            tables[dataset].drop_branch(f"v{made.version}")
+    for dataset, check in sorted({(p.dataset, p.check) for p in problems}):
+        INTEGRITY_FAILURES.labels(dataset=dataset, check=check).inc()
+    log.error("run %s: versions %s failed the integrity check, none cut over: %s", run_id,
+              ", ".join(f"{d}={m.version}" for d, m in sorted(staged.items())), text)
+    raise IntegrityFailed(f"integrity check failed: {text}")
 
 
 def follow_pointers(store: DatasetStore, catalog: Catalog, *, namespace: str = CHAIN_NAMESPACE,

@@ -5,8 +5,9 @@ A run that succeeded with staged outputs is queued in the transaction that settl
 LOCKED``: several dispatchers share the work), commits it (:func:`~dispatcher.datasets.commit.
 commit_run`: versions on branches, one cutover, Iceberg ``main`` follows) and marks it done in
 the same transaction that held it. A crash leaves the row pending and the next try finishes the
-idempotent commit. A run whose files cannot make a version is marked failed with the reason; an
-outage (database, object store, catalog) is retried with a growing delay.
+idempotent commit. A run whose files cannot make a version, or whose versions fail the integrity
+check, is marked failed with the reason (never tried again); an outage (database, object store,
+catalog, the node) is retried with a growing delay.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from psycopg.types.json import Jsonb
 from pyiceberg.catalog import Catalog
 
 from dispatcher.datasets.commit import CHAIN_NAMESPACE, CommitRefused, commit_run, follow_pointers
+from dispatcher.datasets.integrity import IntegrityConfig
 from dispatcher.datasets.store import DatasetStore
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
@@ -36,11 +38,12 @@ MAX_DELAY_S = 60.0
 
 class Committer:
     def __init__(self, database_url: str, org_id: str, open_catalog: Callable[[], Catalog], *,
-                 namespace: str = CHAIN_NAMESPACE) -> None:
+                 namespace: str = CHAIN_NAMESPACE, integrity: IntegrityConfig | None = None) -> None:
         self.url = database_url
         self.org = org_id
         self.store = DatasetStore(database_url, org_id)
         self.namespace = namespace
+        self.integrity = integrity or IntegrityConfig()
         self._open_catalog = open_catalog
         self._catalog: Catalog | None = None
 
@@ -59,7 +62,8 @@ class Committer:
                 return None
             run_id, attempts = row["run_id"], int(row["attempts"])
             try:
-                committed = commit_run(self.store, self.catalog, run_id, namespace=self.namespace)
+                committed = commit_run(self.store, self.catalog, run_id, namespace=self.namespace,
+                                       integrity=self.integrity)
             except (CommitRefused, ConfigError) as exc:
                 log.error("run %s cannot be committed: %s", run_id, exc)
                 cur.execute(_SQL.sql("commit_failed"), {"run": run_id, "state": "failed", "error": str(exc),
