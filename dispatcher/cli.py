@@ -6,6 +6,7 @@ TRACE_RPC_URL and TRACE_CHAIN_ID (the chain workers fetch), TRACE_OBJECT_STORE (
 files; default s3://datasets on the embedded SeaweedFS) with TRACE_S3_ENDPOINT, TRACE_S3_REGION,
 TRACE_S3_ACCESS_KEY_ID, TRACE_S3_SECRET_ACCESS_KEY, TRACE_WORKER_SLOTS, and TRACE_INTEGRITY_SAMPLES
 (heights of each committed range the dispatcher compares with the node at TRACE_RPC_URL).
+Retention and gc: TRACE_DATASET_VERSIONS_KEPT, TRACE_STAGING_RETENTION_HOURS, TRACE_GC_EVERY_MINUTES.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def api_config(settings: Settings) -> ApiConfig:
         alerts_topic=settings.alerts_topic, org_id=settings.org_id,
         chains={settings.chain_id: chain_name(settings.chain_id)}, lease_s=settings.lease_seconds,
         warehouse=warehouse_of(settings.resolved_object_store), s3=_s3_of(settings),
+        object_store=settings.resolved_object_store, dataset_versions_kept=settings.dataset_versions_kept,
+        staging_retention_h=settings.staging_retention_hours, gc_every_s=settings.gc_every_minutes * 60,
         rpc_urls={settings.chain_id: settings.resolved_rpc_url}, integrity_samples=settings.integrity_samples,
     )
 

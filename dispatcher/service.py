@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from dispatcher.api.app import create_app
 from dispatcher.api.deps import ApiConfig
 from dispatcher.catalog import PgJobCatalog
 from dispatcher.datasets.committer import Committer
+from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
 from dispatcher.datasets.integrity import IntegrityConfig
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import QueueDriver
@@ -31,6 +32,7 @@ from dispatcher.scheduler import Scheduler
 from dispatcher.store import TaskStore
 from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
 from tracekit.iceberg import open_catalog
+from tracekit.objects_open import open_object_store
 
 log = logging.getLogger("trace.dispatcher")
 
@@ -57,10 +59,44 @@ def committer_of(config: ApiConfig) -> Committer:
                      integrity=IntegrityConfig(config.integrity_samples, config.rpc_urls))
 
 
+def gc_of(config: ApiConfig) -> Callable[[], GcReport] | None:
+    """One gc pass over ``config``'s org (retention, then orphaned staging files); None without a
+    database, a warehouse and an object store (nothing to collect)."""
+    database_url, warehouse, s3 = config.database_url, config.warehouse, config.s3
+    objects = config.object_store
+    if database_url is None or warehouse is None or objects is None:
+        return None
+    gc = GcConfig(database_url, config.org_id, config.dataset_versions_kept,
+                  timedelta(hours=config.staging_retention_h))
+
+    def collect() -> GcReport:
+        catalog = open_catalog(database_url, warehouse, s3)
+        try:
+            return collect_garbage(gc, catalog, open_object_store(objects, s3))
+        finally:
+            with contextlib.suppress(Exception):
+                catalog.close()
+
+    return collect
+
+
+async def gc_forever(collect: Callable[[], object], stop: asyncio.Event, every_s: float) -> None:
+    """A gc pass (in a thread) every ``every_s``, the first one ``every_s`` after start, until
+    ``stop``; a failed pass is logged and tried again at the next."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(collect)
+        except Exception as exc:
+            log.warning("gc: %s", exc)
+
 async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, port: int,
                            reap_every_s: float = 1.0, stop: asyncio.Event | None = None) -> None:
     """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper, trigger clock,
-    and (with a warehouse) the committer of succeeded runs' files."""
+    and (with a warehouse) the committer of succeeded runs' files and the periodic gc."""
     if config.database_url is None:
         raise ValueError("the dispatcher needs a database")
     stop = stop or asyncio.Event()
@@ -83,6 +119,10 @@ async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, 
                       asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
         if config.warehouse is not None:
             background.append(asyncio.create_task(committer_of(config).run(stop), name="committer"))
+            collect = gc_of(config)
+            if collect is not None:
+                background.append(asyncio.create_task(gc_forever(collect, stop, config.gc_every_s),
+                                                      name="gc"))
         try:
             await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
         finally:

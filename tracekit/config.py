@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, gt=1, le=3600, description="Task lease; heartbeats every third")
     integrity_samples: int = Field(
         5, ge=0, le=1000, description="Heights of each committed range compared with the node (0: none)")
+    dataset_versions_kept: int = Field(
+        5, ge=1, le=1000, description="Retention: the versions the newest N pointer sets name are kept "
+        "(rollback can restore those sets); older versions expire and their files are deleted by gc")
+    staging_retention_hours: float = Field(
+        24.0, gt=0, description="gc deletes an orphaned staging file (no version or pending run uses it) "
+        "this many hours after its run ended")
+    gc_every_minutes: float = Field(
+        60.0, gt=0, description="Minutes between the dispatcher's gc passes (with a warehouse); by hand: "
+        "`trace datasets gc`")
     alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
     alerts_topic: str = Field(ALERTS_TOPIC, description="Topic alerts and retractions go to")

@@ -34,6 +34,10 @@ class ApiConfig:
     lease_s: float = 30.0
     warehouse: str | None = None  # Iceberg tables (s3://BUCKET/warehouse or a file:// URL): None, no commits
     s3: S3Config | None = None  # how to reach the warehouse when it is on S3
+    object_store: str | None = None  # where tasks stage files (gc deletes there): None, no gc
+    dataset_versions_kept: int = 5  # retention: the versions the newest N pointer sets name
+    staging_retention_h: float = 24.0  # gc: orphaned staging files of runs ended this long ago
+    gc_every_s: float = 3600.0
     rpc_urls: Mapping[int, str] = field(default_factory=dict)  # chain id -> JSON-RPC URL (integrity check)
     integrity_samples: int = 5  # heights of a committed range compared with the node
 

@@ -1,7 +1,8 @@
-"""``trace datasets list | versions | history | cutover | rollback``: versioned datasets.
+"""``trace datasets list | versions | history | cutover | rollback | gc``: versioned datasets.
 
 Reads and changes Postgres directly (like ``trace dag``). A refused cutover or rollback prints one
-line naming the dataset and version at fault and changes nothing. Env: TRACE_DATABASE_URL.
+line naming the dataset and version at fault and changes nothing. Env: TRACE_DATABASE_URL; gc also
+TRACE_OBJECT_STORE (and TRACE_S3_*), TRACE_DATASET_VERSIONS_KEPT, TRACE_STAGING_RETENTION_HOURS.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
 from dispatcher.datasets.store import Applied, DatasetStore
 from tracekit.config import load_settings
-from tracekit.errors import ConfigError
+from tracekit.errors import ConfigError, TraceError
 
-app = typer.Typer(help="Versioned datasets: versions, cutover, rollback.", no_args_is_help=True)
+app = typer.Typer(help="Versioned datasets: versions, cutover, rollback, gc.", no_args_is_help=True)
 
 OrgOption = Annotated[str, typer.Option("--org", help="The org the datasets belong to")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept with the pointer set)")]
@@ -123,3 +125,59 @@ def rollback(to: Annotated[int | None, typer.Option("--to", help="Pointer set to
     """Restore an earlier pointer set and the DAG versions active then; cancel the runs of the
     DAG versions rolled back."""
     _say(_store(org).rollback(to_seq=to, actor=getpass.getuser(), reason=reason), "rolled back")
+
+
+@app.command("gc")
+def gc(dry: Annotated[bool, typer.Option("--dry", help="Say what would be deleted; change nothing")] = False,
+       org: OrgOption = "default") -> None:
+    """Expire the versions retention does not keep (it keeps those the newest
+    TRACE_DATASET_VERSIONS_KEPT pointer sets name) and delete the files only they used; delete
+    orphaned staging files of runs ended more than TRACE_STAGING_RETENTION_HOURS ago."""
+    from dispatcher.cli import open_store, warehouse_of
+    from tracekit.iceberg import open_catalog
+    from tracekit.objects import parse_store_url
+
+    settings = load_settings()
+    store = open_store(settings)
+    try:
+        s3 = (settings.s3_config(create_secrets=False)
+              if parse_store_url(settings.resolved_object_store).bucket is not None else None)
+    except ValueError as exc:  # an unreadable secrets file
+        raise TraceError(str(exc)) from exc
+    config = GcConfig(settings.resolved_database_url, org, settings.dataset_versions_kept,
+                      dt.timedelta(hours=settings.staging_retention_hours))
+    catalog = open_catalog(settings.resolved_database_url, warehouse_of(settings.resolved_object_store), s3)
+    try:
+        report = collect_garbage(config, catalog, store, dry=dry)
+    finally:
+        catalog.close()
+    show_report(report, org=org, kept=config.versions_kept, console=Console())
+
+
+def show_report(report: GcReport, *, org: str, kept: int, console: Console) -> None:
+    """The versions retention keeps and expires, the files deleted (or, dry, that would be), and
+    a line of totals."""
+    expire, delete = ("would expire", "would delete") if report.dry else ("expired", "deleted")
+    versions = Table("dataset", "version", "decision", "why",
+                     title=f"retention of {org}: versions the newest {kept} pointer set(s) name are kept")
+    for plan in report.retention:
+        for version in sorted([*plan.kept, *plan.expire]):
+            why = plan.kept.get(version)
+            versions.add_row(plan.dataset_id, str(version), "keep" if why else expire,
+                             why.value if why else "no pointer set kept names it")
+    if versions.rows:
+        console.print(versions)
+    if report.deleted:
+        files = Table("kind", "key", "bytes", "why", title=f"files {delete}")
+        for item in report.deleted:
+            files.add_row(item.kind, item.key, "" if item.size is None else str(item.size), item.why)
+        console.print(files)
+    left = ", ".join(f"{n} {reason.value}" for reason, n in sorted(report.staging.left.items()))
+    sizes = sum(d.size or 0 for d in report.deleted)
+    console.print(f"{expire} {len(report.expired)} version(s); {delete} {len(report.deleted)} file(s) "
+                  f"({sizes} bytes{' known' if any(d.size is None for d in report.deleted) else ''}); "
+                  f"staging files left: {left or 'none'}", highlight=False)
+    if report.outside:
+        shown = ", ".join(report.outside[:5]) + (" ..." if len(report.outside) > 5 else "")
+        console.print(f"{len(report.outside)} file(s) only expired snapshots used are outside the object "
+                      f"store; left: {shown}", highlight=False)

@@ -14,7 +14,7 @@ their inputs and writes their result in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -27,6 +27,7 @@ class VersionState(StrEnum):
     READY = "ready"  # built and checked: may become current
     FAILED = "failed"  # a check refused it (the reason is stored): never current
     ABANDONED = "abandoned"  # its run ended without finishing it
+    EXPIRED = "expired"  # retention removed its snapshot (dispatcher/datasets/retention.py)
 
 
 class CutoverRefused(ConfigError):
@@ -123,11 +124,14 @@ def plan_cutover(newest: PointerSet, asked: Mapping[str, int], found: Mapping[tu
     return Change(pointers, watermarks, dict(dag_versions), changed)
 
 
-def plan_rollback(newest: PointerSet, target: PointerSet | None, *, to_seq: int | None) -> Change:
+def plan_rollback(newest: PointerSet, target: PointerSet | None, *, to_seq: int | None,
+                  expired: Collection[tuple[str, int]] = ()) -> Change:
     """The set that restores ``target``: by default (``to_seq`` None) the set before ``newest``.
 
     ``target`` is the set the store found for the asked ``seq`` (None: no such set). Rolling back
-    restores pointers, watermarks and the DAGs' active versions of ``target`` exactly.
+    restores pointers, watermarks and the DAGs' active versions of ``target`` exactly. A target
+    naming a version retention expired (``expired``: its ``(dataset, version)`` pairs) is refused:
+    its rows are gone.
     """
     wanted = newest.seq - 1 if to_seq is None else to_seq
     if to_seq is not None and not 0 <= to_seq < newest.seq:
@@ -139,6 +143,12 @@ def plan_rollback(newest: PointerSet, target: PointerSet | None, *, to_seq: int 
         raise RollbackRefused("nothing to roll back: no cutover was made yet")
     if target is None or target.seq != wanted:
         raise PointerSetNotFound(f"pointer set {wanted} does not exist")
+    expired = set(expired)
+    gone = sorted(f"{d} version {v}" for d, v in target.pointers.items() if (d, v) in expired)
+    if gone:
+        raise RollbackRefused(f"pointer set {wanted} cannot be restored: {', '.join(gone)} expired "
+                              "(retention keeps the versions of the newest pointer sets; see "
+                              "`trace datasets history`)")
     changed = sorted({*newest.pointers, *target.pointers}
                      - {d for d in newest.pointers if target.pointers.get(d) == newest.pointers[d]})
     return Change(dict(target.pointers), dict(target.watermarks), dict(target.dag_versions), tuple(changed),

@@ -129,7 +129,7 @@ class DatasetStore:
                        cold_watermark: int | None = None, rows: int | None = None, bytes_: int | None = None,
                        files: int | None = None) -> None:
         """End a ``building`` version as ready, failed or abandoned (with what it holds)."""
-        if state is VersionState.BUILDING:
+        if state in (VersionState.BUILDING, VersionState.EXPIRED):
             raise ValueError("a version is finished as ready, failed or abandoned")
         with _transaction(self.url) as cur:
             cur.execute(_SQL.sql("finish_version"), {
@@ -182,7 +182,7 @@ class DatasetStore:
                 cur.execute(_SQL.sql("set_at"), {"org": self.org, "seq": wanted})
                 row = cur.fetchone()
                 target = None if row is None else _set(row)
-            change = plan_rollback(newest, target, to_seq=to_seq)
+            change = plan_rollback(newest, target, to_seq=to_seq, expired=self._expired(cur, target))
             restored: dict[str, int | None] = {}
             canceled = 0
             for dag, bad_version in sorted(rolled_back_dags(newest, change).items()):
@@ -198,6 +198,16 @@ class DatasetStore:
                 canceled += self._cancel_runs(cur, dag, bad_version)
             seq = _write(cur, self.org, newest, change, "rollback", actor, reason)
             return Applied(seq, change.changed, change.pointers, change.restores, canceled, restored)
+
+    def _expired(self, cur: Cursor, target: PointerSet | None) -> set[tuple[str, int]]:
+        """The versions ``target`` names that retention expired (a rollback to it is refused)."""
+        if target is None or not target.pointers:
+            return set()
+        datasets = sorted(target.pointers)
+        cur.execute(_SQL.sql("candidates"), {"org": self.org, "datasets": datasets,
+                                             "versions": [target.pointers[d] for d in datasets]})
+        return {(r["dataset_id"], int(r["version"])) for r in cur.fetchall()
+                if r["state"] == VersionState.EXPIRED.value}
 
     def _cancel_runs(self, cur: Cursor, dag: str, version: int) -> int:
         """Cancel the live runs of ``dag`` ``version`` (queued tasks end, leased ones are told at
