@@ -36,6 +36,7 @@ class WorkerEnv:
     rpc_urls: Mapping[int, str] = field(default_factory=dict)  # chain id -> JSON-RPC URL
     confirmations: int = 10
     wait_confirmed_s: float = 120.0  # how long a chunk above the confirmed head waits before failing
+    database_url: str | None = None  # the hot tables the aggregator reads (None: it cannot run here)
 
 
 def store_uri(store: ObjectStore, key: str) -> str:

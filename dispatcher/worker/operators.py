@@ -4,11 +4,13 @@ operator's own payload model) to the pure operator code in ``operators/``. Add o
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
 from dispatcher.protocol import EventIn, OutputIn
 from dispatcher.worker.context import Operator, TaskContext
+from operators.aggregator import AggregatePayload, aggregate_batch
 from operators.cryo_ingest import IngestPayload, NotYetConfirmed, ingest_chunk
 from operators.range_splitter import SplitPayload
 from tracekit.errors import ConfigError
@@ -57,4 +59,31 @@ async def cryo_ingest(ctx: TaskContext) -> Sequence[OutputIn]:
                      block_start=chunk.start, block_end=chunk.end) for f in files]
 
 
-OPERATORS: dict[str, Operator] = {"range_splitter": range_splitter, "cryo_ingest": cryo_ingest}
+async def aggregator(ctx: TaskContext) -> Sequence[OutputIn]:
+    """The run's batch of final blocks, read from the hot tables -> one Parquet file per dataset
+    (and partition) under this attempt's staging prefix, each reported with its block range."""
+    payload = AggregatePayload.parse(ctx.payload)
+    if ctx.env.database_url is None:
+        raise ConfigError("aggregator: this worker has no database to read the hot tables from"
+                          " (TRACE_DATABASE_URL)")
+    datasets = payload.config.datasets
+    refused = sorted(set(datasets) - set(ctx.task.writes))
+    if refused:
+        raise ConfigError(f"aggregator: the job may not write {', '.join(refused)}")
+    batch = payload.params
+    ctx.check()
+    files = await asyncio.to_thread(aggregate_batch, ctx.env.database_url, batch.chain_id, batch.chain,
+                                    batch.batch, datasets=datasets, finality_depth=ctx.env.confirmations)
+    outputs = []
+    for f in files:
+        ctx.check()
+        staged = await ctx.stage_bytes(f.name, f.data)
+        outputs.append(OutputIn(dataset_id=f.dataset, uri=staged.uri, rows=f.rows, bytes=staged.bytes,
+                                sha256=staged.sha256, block_start=f.start, block_end=f.end))
+    ctx.log("info", f"{batch.batch} of chain {batch.chain_id}: " + ", ".join(
+        f"{d} {sum(f.rows for f in files if f.dataset == d)} rows" for d in datasets))
+    return outputs
+
+
+OPERATORS: dict[str, Operator] = {"range_splitter": range_splitter, "cryo_ingest": cryo_ingest,
+                                  "aggregator": aggregator}
