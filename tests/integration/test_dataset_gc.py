@@ -18,7 +18,7 @@ from dispatcher.datasets.cli import app as datasets_app
 from dispatcher.datasets.commit import follow_pointers
 from dispatcher.datasets.committer import Committer
 from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
-from dispatcher.datasets.pointers import RollbackRefused
+from dispatcher.datasets.pointers import CutoverRefused, RollbackRefused
 from dispatcher.datasets.retention import Kept
 from dispatcher.datasets.store import DatasetStore
 from tests.integration.test_dataset_commit import _external_read, _run
@@ -140,6 +140,8 @@ async def test_gc_keeps_the_newest_versions_readable_and_deletes_only_what_no_ke
     assert sorted_rows(_external_read(place, pg_url, place.namespace)) == contents[3]
     with pytest.raises(RollbackRefused, match="blocks version 2 expired"):
         store.rollback(to_seq=2, actor="t")
+    with pytest.raises(CutoverRefused, match="blocks: version 1 is expired, not ready"):
+        store.cutover({"blocks": 1}, actor="t")
 
     # a second pass finds nothing more (the sets kept name versions 4 and 3)
     again = collect_garbage(GcConfig(pg_url, org, versions_kept=2, staging_retention=DAY), place.catalog,
