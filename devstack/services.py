@@ -109,7 +109,8 @@ def default_services(settings: Settings) -> list[ServiceSpec]:
         services.append(ServiceSpec("alert-route", _cli(
             "alerts-route", "run", "--routes", str(settings.alert_routes.resolve())), env))
     # the dispatcher (HTTP API, wake-up publisher, lease reaper) and a worker for batch tasks
-    services.append(ServiceSpec("dispatcher", _cli("dispatcher", "run"), env, ports=(settings.api_port,),
+    services.append(ServiceSpec("dispatcher", _cli("dispatcher", "run"), env,
+                                ports=(settings.api_port, settings.dispatcher_metrics_port),
                                 ready_url=f"http://{settings.host}:{settings.api_port}/openapi.json"))
     services.append(ServiceSpec("worker", _cli("worker", "run"), env))
     if settings.traffic and settings.rpc_url is None:

@@ -90,13 +90,18 @@ def _s3_of(settings: Settings) -> S3Config | None:
 @dispatcher_app.command("run")
 def dispatcher_run() -> None:
     """Serve the API (OpenAPI at /openapi.json) on TRACE_HOST:TRACE_API_PORT, publish wake-ups from
-    the outbox to the queue, and give back expired leases."""
+    the outbox to the queue, give back expired leases, commit finished runs' files; Prometheus
+    metrics on TRACE_DISPATCHER_METRICS_PORT (/metrics)."""
+    from prometheus_client import start_http_server
+
     from dispatcher.queue import open_queue
     from dispatcher.service import serve_dispatcher
 
     setup_logging()
     settings = _settings()
     config = api_config(settings)
+    if settings.dispatcher_metrics_port:
+        start_http_server(settings.dispatcher_metrics_port, addr=settings.host)
 
     async def main() -> None:
         queue = await open_queue(settings.queue, database_url=settings.resolved_database_url,

@@ -26,6 +26,7 @@ from dispatcher.catalog import PgJobCatalog
 from dispatcher.datasets.committer import Committer
 from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
 from dispatcher.datasets.integrity import IntegrityConfig
+from dispatcher.metrics import LEASE_EXPIRIES, refresh_forever
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import QueueDriver
 from dispatcher.scheduler import Scheduler
@@ -42,6 +43,7 @@ async def reap_forever(store: TaskStore, stop: asyncio.Event, every_s: float = 1
     while not stop.is_set():
         try:
             reaped = await store.reap()
+            LEASE_EXPIRIES.inc(reaped)
             if reaped:
                 log.info("reaper: %d expired lease(s) given back", reaped)
         except Exception as exc:
@@ -116,6 +118,7 @@ async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, 
         background = [asyncio.create_task(publisher.run(stop), name="outbox-publisher"),
                       asyncio.create_task(reap_forever(store, stop, reap_every_s), name="reaper"),
                       asyncio.create_task(scheduler.run(stop), name="trigger-scheduler"),
+                      asyncio.create_task(refresh_forever(pool, config.org_id, stop), name="metrics"),
                       asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
         if config.warehouse is not None:
             background.append(asyncio.create_task(committer_of(config).run(stop), name="committer"))

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
         19104, description="Prometheus port of the transfer sink (hot.transfers, hot.stake_changes)")
     transfer_sink_web_port: int = Field(16069, description="Faust web port of the transfer sink")
     api_port: int = Field(18080, description="Port of the HTTP API")
+    dispatcher_metrics_port: int = Field(19105, description="Prometheus port of the dispatcher (0: none)")
     api_token: SecretStr | None = Field(
         None, description="Bearer token of the HTTP API (default: generated into HOME/secrets.json)")
     worker_token: SecretStr | None = Field(

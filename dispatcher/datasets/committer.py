@@ -26,6 +26,7 @@ from pyiceberg.catalog import Catalog
 from dispatcher.datasets.commit import CHAIN_NAMESPACE, CommitRefused, commit_run, follow_pointers
 from dispatcher.datasets.integrity import IntegrityConfig
 from dispatcher.datasets.store import DatasetStore
+from dispatcher.metrics import COMMIT_SECONDS
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError
@@ -62,8 +63,9 @@ class Committer:
                 return None
             run_id, attempts = row["run_id"], int(row["attempts"])
             try:
-                committed = commit_run(self.store, self.catalog, run_id, namespace=self.namespace,
-                                       integrity=self.integrity)
+                with COMMIT_SECONDS.time():
+                    committed = commit_run(self.store, self.catalog, run_id, namespace=self.namespace,
+                                           integrity=self.integrity)
             except (CommitRefused, ConfigError) as exc:
                 log.error("run %s cannot be committed: %s", run_id, exc)
                 cur.execute(_SQL.sql("commit_failed"), {"run": run_id, "state": "failed", "error": str(exc),

@@ -32,6 +32,7 @@ from dispatcher.datasets.pointers import (
     plan_rollback,
     rolled_back_dags,
 )
+from dispatcher.metrics import CUTOVER_SECONDS
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError, TraceError
@@ -152,7 +153,7 @@ class DatasetStore:
 
     def cutover(self, versions: Mapping[str, int], *, actor: str, reason: str = "") -> Applied:
         """Move the pointers of ``versions`` (dataset -> version) at once, in one transaction."""
-        with _transaction(self.url) as cur:
+        with CUTOVER_SECONDS.labels("cutover").time(), _transaction(self.url) as cur:
             cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
             newest = _newest(cur, self.org)
             datasets = sorted(versions)
@@ -172,7 +173,7 @@ class DatasetStore:
     def rollback(self, *, to_seq: int | None = None, actor: str, reason: str = "") -> Applied:
         """Restore an earlier pointer set (default: the one before the newest) with the DAG
         versions active then; cancel the live runs of the DAG versions rolled back."""
-        with _transaction(self.url) as cur:
+        with CUTOVER_SECONDS.labels("rollback").time(), _transaction(self.url) as cur:
             cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
             lock_deploys(cur, self.org)
             newest = _newest(cur, self.org)

@@ -130,4 +130,4 @@ def test_delivery_job_and_api_join_when_configured(tmp_path: Path) -> None:
     assert list(specs) == ["follower", "sink", "alerts", "enrich", "transfer-sink", "alert-route",
                            "dispatcher", "worker", "traffic"]
     assert specs["alert-route"].argv[-2:] == ("--routes", str(routes.resolve()))
-    assert specs["dispatcher"].ports == (settings.api_port,)
+    assert specs["dispatcher"].ports == (settings.api_port, settings.dispatcher_metrics_port)
