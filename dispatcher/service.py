@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from dispatcher.api.app import create_app
 from dispatcher.api.deps import ApiConfig
 from dispatcher.catalog import PgJobCatalog
+from dispatcher.datasets.commit import chain_namespace
 from dispatcher.datasets.committer import Committer
 from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
 from dispatcher.datasets.integrity import IntegrityConfig
@@ -58,6 +59,7 @@ def committer_of(config: ApiConfig) -> Committer:
     if database_url is None or warehouse is None:
         raise ValueError("the committer needs a database and a warehouse")
     return Committer(database_url, config.org_id, lambda: open_catalog(database_url, warehouse, s3),
+                     namespace=chain_namespace(config.org_id),
                      integrity=IntegrityConfig(config.integrity_samples, config.rpc_urls))
 
 

@@ -57,6 +57,14 @@ from tracekit.iceberg import DatasetTable, ensure_table
 CHAIN_NAMESPACE = "chain"
 
 
+def chain_namespace(org_id: str) -> str:
+    """The Iceberg namespace of an org's chain datasets: ``chain`` for the default org, else
+    ``<org>_chain`` (pointer sets are per org: two orgs never move one table's ``main``)."""
+    if org_id == "default":
+        return CHAIN_NAMESPACE
+    return "".join(c if c.isalnum() else "_" for c in org_id.lower()) + "_" + CHAIN_NAMESPACE
+
+
 class CommitRefused(TraceError):
     """The run's files cannot make a version (overlapping files, a run that did not succeed)."""
 
