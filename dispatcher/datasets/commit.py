@@ -14,8 +14,10 @@
    blocks at sampled heights). A problem fails every version of the run with the reason (their
    branches dropped); nothing is cut over and :class:`IntegrityFailed` says why.
 4. The versions of all the run's datasets are cut over in ONE pointer set (readers switch at
-   once), and each table's ``main`` follows (:func:`follow_pointers`), so an Iceberg reader
-   (pyiceberg, Trino, Spark, DuckDB) sees every table at a committed version.
+   once; a run of the finalize DAG also moves the cold watermarks there:
+   :mod:`dispatcher.datasets.finalize`), and each table's ``main`` follows
+   (:func:`follow_pointers`), so an Iceberg reader (pyiceberg, Trino, Spark, DuckDB) sees every
+   table at a committed version.
 
 Every step is idempotent (a version found for the run is resumed, a cutover of current
 versions is a no-op, ``set_main`` of the current snapshot too), so running it again after a
@@ -37,6 +39,7 @@ import pyarrow.compute as pc
 from prometheus_client import Counter
 from pyiceberg.catalog import Catalog
 
+from dispatcher.datasets.finalize import cold_watermarks
 from dispatcher.datasets.integrity import (
     BLOCK,
     IntegrityConfig,
@@ -182,13 +185,14 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
     problems = _check(staged, opened, params.get("chain_id"), integrity or IntegrityConfig())
     if problems:
         _refuse(store, staged, opened, problems, run_id)
+    marks = cold_watermarks(run, store.pin().watermarks)  # empty unless a finalize run
     for made in staged.values():
         if not made.ready:
             build = made.build
             store.finish_version(build.dataset_id, made.version, state=VersionState.READY,
                                  snapshot_id=made.snapshot, manifest=build.manifest(),
                                  block_range=build.block_range, rows=build.rows, bytes_=build.bytes,
-                                 files=len(build.files))
+                                 files=len(build.files), cold_watermark=marks.get(build.dataset_id))
     versions = {dataset: made.version for dataset, made in staged.items()}
     applied = store.cutover(versions, actor="dispatcher", reason=f"{run['kind']} run {run_id}")
     follow_pointers(store, catalog, namespace=namespace, tables=open_table)

@@ -91,7 +91,7 @@ def next_batches(cold_watermark: int | None, hot_head: int | None, *, finality_d
     return batches
 
 
-def advance(cold_watermark: int | None, batch: Batch) -> int | None:
+def advance(cold_watermark: int | None, batch: Batch) -> int:
     """The cold watermark once ``batch`` is committed and current.
 
     Its end, when the batch continues the cold blocks (it starts at or below ``cold_watermark + 1``)
