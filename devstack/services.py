@@ -24,6 +24,7 @@ from tracekit.config import Settings
 from tracekit.errors import ConfigError
 
 SERVICES_ENV = "TRACE_STACK_SERVICES"
+DEV_FINALIZE_BATCH_BLOCKS = 100  # the embedded dev chain's finalization batches (default: 10,000)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["TRACE_OBJECT_STORE"] = settings.resolved_object_store
     if settings.start_block is None and settings.rpc_url is None:
         env["TRACE_START_BLOCK"] = "0"  # the embedded dev chain is short: follow it from genesis
+    if settings.rpc_url is None and "finalize_batch_blocks" not in settings.model_fields_set:
+        env["TRACE_FINALIZE_BATCH_BLOCKS"] = str(DEV_FINALIZE_BATCH_BLOCKS)  # see a short chain go cold
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -7,6 +7,9 @@ files; default s3://datasets on the embedded SeaweedFS) with TRACE_S3_ENDPOINT, 
 TRACE_S3_ACCESS_KEY_ID, TRACE_S3_SECRET_ACCESS_KEY, TRACE_WORKER_SLOTS, and TRACE_INTEGRITY_SAMPLES
 (heights of each committed range the dispatcher compares with the node at TRACE_RPC_URL).
 Retention and gc: TRACE_DATASET_VERSIONS_KEPT, TRACE_STAGING_RETENTION_HOURS, TRACE_GC_EVERY_MINUTES.
+Finalization (hot -> cold, with a warehouse): TRACE_FINALITY_DEPTH, TRACE_FINALIZE_BATCH_BLOCKS,
+TRACE_FINALIZE_OVERLAP_BLOCKS, TRACE_FINALIZE_EVERY_SECONDS; workers read the hot tables at
+TRACE_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def _credentials(settings: Settings) -> Any:
 
 
 def api_config(settings: Settings) -> ApiConfig:
+    from dispatcher.datasets.finalize import FinalizeConfig
     from operators.cryo_ingest import chain_name
 
     creds = _credentials(settings)
@@ -63,6 +67,11 @@ def api_config(settings: Settings) -> ApiConfig:
         object_store=settings.resolved_object_store, dataset_versions_kept=settings.dataset_versions_kept,
         staging_retention_h=settings.staging_retention_hours, gc_every_s=settings.gc_every_minutes * 60,
         rpc_urls={settings.chain_id: settings.resolved_rpc_url}, integrity_samples=settings.integrity_samples,
+        finalize=FinalizeConfig(settings.chain_id, chain_name(settings.chain_id),
+                                finality_depth=settings.finality_depth,
+                                batch_blocks=settings.finalize_batch_blocks,
+                                overlap_blocks=settings.finalize_overlap_blocks,
+                                every_s=settings.finalize_every_seconds),
     )
 
 
@@ -154,7 +163,7 @@ def worker_run(
     creds = _credentials(settings)
     env = WorkerEnv(store=store, store_url=settings.resolved_object_store,
                     rpc_urls={settings.chain_id: settings.resolved_rpc_url},
-                    confirmations=settings.finality_depth)
+                    confirmations=settings.finality_depth, database_url=settings.resolved_database_url)
 
     async def main() -> None:
         queue = await open_queue(settings.queue, database_url=settings.resolved_database_url,

@@ -25,6 +25,7 @@ from dispatcher.api.deps import ApiConfig
 from dispatcher.catalog import PgJobCatalog
 from dispatcher.datasets.commit import chain_namespace
 from dispatcher.datasets.committer import Committer
+from dispatcher.datasets.finalize import Finalizer
 from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
 from dispatcher.datasets.integrity import IntegrityConfig
 from dispatcher.metrics import LEASE_EXPIRIES, refresh_forever
@@ -60,7 +61,8 @@ def committer_of(config: ApiConfig) -> Committer:
         raise ValueError("the committer needs a database and a warehouse")
     return Committer(database_url, config.org_id, lambda: open_catalog(database_url, warehouse, s3),
                      namespace=chain_namespace(config.org_id),
-                     integrity=IntegrityConfig(config.integrity_samples, config.rpc_urls))
+                     integrity=IntegrityConfig(config.integrity_samples, config.rpc_urls),
+                     prune_overlap=None if config.finalize is None else config.finalize.overlap_blocks)
 
 
 def gc_of(config: ApiConfig) -> Callable[[], GcReport] | None:
@@ -124,6 +126,9 @@ async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, 
                       asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
         if config.warehouse is not None:
             background.append(asyncio.create_task(committer_of(config).run(stop), name="committer"))
+            if config.finalize is not None:
+                finalizer = Finalizer(pool, store, config.org_id, config.database_url, config.finalize)
+                background.append(asyncio.create_task(finalizer.run(stop), name="finalizer"))
             collect = gc_of(config)
             if collect is not None:
                 background.append(asyncio.create_task(gc_forever(collect, stop, config.gc_every_s),

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     gc_every_minutes: float = Field(
         60.0, gt=0, description="Minutes between the dispatcher's gc passes (with a warehouse); by hand: "
         "`trace datasets gc`")
+    finalize_batch_blocks: int = Field(
+        10_000, ge=1, le=10_000_000, description="Finalization: blocks per batch the dispatcher moves from "
+        "the hot tables into the cold ones, whole aligned ranges (the embedded dev chain: 100)")
+    finalize_overlap_blocks: int = Field(
+        100, ge=0, description="Finalization: blocks at and below the cold watermark kept in the hot tables "
+        "after their batch is cut over")
+    finalize_every_seconds: float = Field(
+        5.0, gt=0, description="Seconds between the dispatcher's looks for a final batch (with a warehouse)")
     alert_routes: Path | None = Field(None, description="Routes YAML of the alert delivery job")
     finality_depth: int = Field(10, description="Blocks after which a block counts as final")
     alerts_topic: str = Field(ALERTS_TOPIC, description="Topic alerts and retractions go to")

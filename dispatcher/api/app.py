@@ -29,6 +29,7 @@ from dispatcher.api.deps import ApiConfig, Deps
 from dispatcher.api.deps import public as public_auth
 from dispatcher.backfill import ensure_backfill_dag
 from dispatcher.catalog import PgJobCatalog
+from dispatcher.datasets.finalize import ensure_finalize_dag
 from dispatcher.errors import NotAllowed, NotFound
 from dispatcher.store import TaskStore
 from dispatcher.views import Views
@@ -66,6 +67,8 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
             if active is not None:
                 url = config.database_url or str(active.conninfo)
                 await ensure_backfill_dag(url, config.org_id)
+                if config.finalize is not None:
+                    await ensure_finalize_dag(url, config.org_id)
                 catalog = PgJobCatalog(active)
                 store = TaskStore(active, catalog, lease=timedelta(seconds=config.lease_s))
                 app.state.deps = Deps(config, store, Views(active), catalog)

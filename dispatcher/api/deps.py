@@ -12,6 +12,7 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from dispatcher import tokens
 from dispatcher.catalog import JobCatalog
+from dispatcher.datasets.finalize import FinalizeConfig
 from dispatcher.store import TaskStore
 from dispatcher.views import Views
 from tracekit.names import ALERTS_TOPIC
@@ -40,6 +41,7 @@ class ApiConfig:
     gc_every_s: float = 3600.0
     rpc_urls: Mapping[int, str] = field(default_factory=dict)  # chain id -> JSON-RPC URL (integrity check)
     integrity_samples: int = 5  # heights of a committed range compared with the node
+    finalize: FinalizeConfig | None = None  # hot -> cold finalization (with a warehouse); None: none
 
 
 @dataclass

@@ -247,7 +247,7 @@ def check_together(dags: Sequence[LoadedDag]) -> list[str]:
         for j, job in enumerate(spec.jobs):
             for k, output in enumerate(job.outputs):
                 owner = producer.setdefault((spec.org, output.dataset), (spec.dag, loaded))
-                if owner[0] != spec.dag:
+                if owner[0] != spec.dag and not {owner[0], spec.dag} <= CHAIN_DAGS:
                     loc = ("jobs", j, "outputs", k, "dataset")
                     problems.append(f"{loaded.where(loc)}: {format_loc(loc)}: dataset {output.dataset!r} is "
                                     f"also produced by dag {owner[0]!r} ({owner[1].source.path}); "
@@ -258,6 +258,11 @@ def check_together(dags: Sequence[LoadedDag]) -> list[str]:
 # ----------------------------------------------------------------------------- built-in DAGs
 
 _BUILTIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+CHAIN_DAGS = frozenset({"backfill", "finalize"})
+"""The built-in DAGs that write the chain datasets together: ``backfill`` the history a user asks
+for, ``finalize`` the final blocks of the hot tables. Each of their runs replaces only its own block
+range, so they share ownership: neither refuses the other's datasets (the first keeps the claim)."""
 
 
 def builtin_names() -> list[str]:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from dispatcher.dag.diff import DagDiff, diff, digest
 from dispatcher.dag.errors import DagError, DagNotFound, DagVersionNotFound, DatasetOwnedError
 from dispatcher.dag.job_spec import JobSpec
-from dispatcher.dag.loader import DagSource
+from dispatcher.dag.loader import CHAIN_DAGS, DagSource
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
@@ -33,11 +33,6 @@ Cursor = psycopg.Cursor[dict[str, Any]]
 
 
 _SQL = load_queries("dispatcher.sql", "dags.sql")
-
-CHAIN_DAGS = frozenset({"backfill", "finalize"})
-"""The built-in DAGs that write the chain datasets together: ``backfill`` the history a user asks
-for, ``finalize`` the final blocks of the hot tables. Each of their runs replaces only its own block
-range, so they share ownership: neither refuses the other's datasets (the first keeps the claim)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from pyiceberg.catalog import Catalog
 
 from dispatcher.datasets.commit import CHAIN_NAMESPACE, CommitRefused, commit_run, follow_pointers
+from dispatcher.datasets.finalize import after_commit
 from dispatcher.datasets.integrity import IntegrityConfig
 from dispatcher.datasets.store import DatasetStore
 from dispatcher.metrics import COMMIT_SECONDS
@@ -39,12 +40,14 @@ MAX_DELAY_S = 60.0
 
 class Committer:
     def __init__(self, database_url: str, org_id: str, open_catalog: Callable[[], Catalog], *,
-                 namespace: str = CHAIN_NAMESPACE, integrity: IntegrityConfig | None = None) -> None:
+                 namespace: str = CHAIN_NAMESPACE, integrity: IntegrityConfig | None = None,
+                 prune_overlap: int | None = None) -> None:
         self.url = database_url
         self.org = org_id
         self.store = DatasetStore(database_url, org_id)
         self.namespace = namespace
         self.integrity = integrity or IntegrityConfig()
+        self.prune_overlap = prune_overlap  # a finalize run's commit prunes the hot rows it made cold
         self._open_catalog = open_catalog
         self._catalog: Catalog | None = None
 
@@ -56,6 +59,7 @@ class Committer:
 
     def commit_one(self) -> uuid.UUID | None:
         """Commit the next due run; returns its id (None: nothing was due)."""
+        committed_run = None
         with connect(self.url) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(_SQL.sql("take_commit"), {"org": self.org})
             row: dict[str, Any] | None = cur.fetchone()
@@ -82,7 +86,18 @@ class Committer:
                 log.info("run %s committed: %s (pointer set %d)", run_id,
                          ", ".join(f"{d}={v}" for d, v in sorted(versions.items())), committed.applied.seq)
                 cur.execute(_SQL.sql("commit_done"), {"run": run_id, "versions": Jsonb(versions)})
-            return uuid.UUID(str(run_id))
+                committed_run = run_id
+        if committed_run is not None and self.prune_overlap is not None:  # after the cutover, never before
+            self._prune(committed_run, self.prune_overlap)
+        return uuid.UUID(str(run_id))
+
+    def _prune(self, run_id: uuid.UUID, overlap: int) -> None:
+        """After a finalize run's cutover, its chain's hot rows below the new cold watermark minus
+        ``overlap`` (a failure only delays it: the finalizer prunes on its next look)."""
+        try:
+            after_commit(self.store, run_id, overlap)
+        except Exception as exc:
+            log.warning("run %s: pruning the hot tables failed (%s); the finalizer tries again", run_id, exc)
 
     def follow(self) -> None:
         """Make every table's ``main`` match the current pointer set (after a crash between a

@@ -69,6 +69,8 @@ def test_child_env_carries_the_resolved_endpoints(tmp_path: Path) -> None:
     assert env["TRACE_OBJECT_STORE"] == "s3://datasets"  # the embedded SeaweedFS's bucket
     assert env["TRACE_TRAFFIC"] == "true"
     assert "TRACE_SCHEMA_REGISTRY_URL" not in env  # unset settings stay unset
+    assert env["TRACE_FINALIZE_BATCH_BLOCKS"] == "100"  # the short dev chain goes cold in small batches
+    assert child_env(Settings(finalize_batch_blocks=500))["TRACE_FINALIZE_BATCH_BLOCKS"] == "500"
 
 
 def test_child_env_with_external_services() -> None:
@@ -76,6 +78,7 @@ def test_child_env_with_external_services() -> None:
     assert env["TRACE_DATABASE_URL"] == "postgresql://u:pw@db/x"
     assert env["TRACE_RPC_URL"] == "http://n:1"
     assert "TRACE_WS_URL" not in env  # an external node without TRACE_WS_URL: poll
+    assert env["TRACE_FINALIZE_BATCH_BLOCKS"] == "10000"
 
 
 def test_children_environment_round_trips_through_settings(tmp_path: Path,
