@@ -1,7 +1,9 @@
 """A real dispatcher (API + outbox publisher + reaper, uvicorn on a free port) and in-process
 workers, for the dispatcher's integration tests. Each stack serves its own org, so tests sharing
 the session's database never see each other's tasks; its workers write to the org's part of the
-given object store (S3 or a directory)."""
+given object store (S3 or a directory). With a ``warehouse`` the dispatcher also runs its
+committer: succeeded runs become dataset versions in Iceberg tables there (the org's namespace,
+``<org>_chain``; the catalog in the database), checked against the stack's node."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from devstack.process import free_port
 from dispatcher.api.deps import ApiConfig
@@ -24,6 +27,7 @@ from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
 from dispatcher.worker.context import Operator
 from operators.cryo_ingest import chain_name
 from tests.integration.object_stores import TestStore
+from tracekit.objects import S3Config
 
 CHAIN_ID = 10143
 API_TOKEN = "api-test-token"
@@ -37,6 +41,8 @@ class DispatcherStack:
     pg_url: str
     objects: TestStore  # where this stack's workers stage files
     rpc_url: str
+    warehouse: str | None = None  # the committer's Iceberg warehouse (None: runs are not committed)
+    s3: S3Config | None = None  # how to reach the warehouse on S3
     workers: list[tuple[Worker, asyncio.Task[None], QueueDriver]] = field(default_factory=list)
 
     def api(self) -> httpx.AsyncClient:
@@ -69,6 +75,27 @@ class DispatcherStack:
                 raise AssertionError(f"run {run_id} still {run['state']} after {timeout}s: {run['progress']}")
             await asyncio.sleep(0.1)
 
+    async def commit_of(self, run_id: str) -> dict[str, Any] | None:
+        """The run's row in ``state.run_commits`` (state, attempts, last_error, versions), if any."""
+        async with await psycopg.AsyncConnection.connect(self.pg_url) as conn:
+            cur = await conn.execute("SELECT state, attempts, last_error, versions FROM state.run_commits"
+                                     " WHERE run_id = %s", (run_id,))
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip(("state", "attempts", "last_error", "versions"), row, strict=True))
+
+    async def wait_commit(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the committer is done with the run (``done`` or ``failed``); its row."""
+        deadline = time.monotonic() + timeout
+        while True:
+            commit = await self.commit_of(run_id)
+            if commit is not None and commit["state"] != "pending":
+                return commit
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} not committed after {timeout}s: {commit}")
+            await asyncio.sleep(0.1)
+
     async def start_worker(self, *, slots: int = 4, operators: Mapping[str, Operator] | None = None,
                            rpc_url: str | None = None, name: str | None = None,
                            idle_poll_s: float = 1.0) -> Worker:
@@ -92,9 +119,12 @@ class DispatcherStack:
 
 
 @contextlib.asynccontextmanager
-async def running_dispatcher(pg_url: str, objects: TestStore | Path, rpc_url: str, *, lease_s: float = 2.0
+async def running_dispatcher(pg_url: str, objects: TestStore | Path, rpc_url: str, *, lease_s: float = 2.0,
+                             warehouse: str | None = None, s3: S3Config | None = None
                              ) -> AsyncIterator[DispatcherStack]:
-    """``objects``: a store (the org's files go under ``ORG/`` in it) or a directory (``DIR/ORG``)."""
+    """``objects``: a store (the org's files go under ``ORG/`` in it) or a directory (``DIR/ORG``).
+    ``warehouse`` (``s3://BUCKET/PREFIX`` with ``s3``, or a ``file://`` directory): the dispatcher
+    runs its committer, which keeps its Iceberg tables there (their catalog in ``pg_url``)."""
     org = f"t{uuid.uuid4().hex[:10]}"
     if isinstance(objects, Path):
         (objects / org).mkdir(parents=True, exist_ok=True)
@@ -104,13 +134,13 @@ async def running_dispatcher(pg_url: str, objects: TestStore | Path, rpc_url: st
     port = free_port()
     config = ApiConfig(api_token=API_TOKEN, worker_token=WORKER_TOKEN, task_secret=b"k" * 32,
                        database_url=pg_url, org_id=org, chains={CHAIN_ID: chain_name(CHAIN_ID)},
-                       lease_s=lease_s)
+                       lease_s=lease_s, warehouse=warehouse, s3=s3, rpc_urls={CHAIN_ID: rpc_url})
     queue = await open_queue("pg", database_url=pg_url)
     stop = asyncio.Event()
     serving = asyncio.create_task(serve_dispatcher(config, queue, host="127.0.0.1", port=port,
                                                    reap_every_s=0.2, stop=stop))
     base = f"http://127.0.0.1:{port}"
-    stack = DispatcherStack(config, base, pg_url, store, rpc_url)
+    stack = DispatcherStack(config, base, pg_url, store, rpc_url, warehouse, s3)
     try:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
