@@ -212,7 +212,9 @@ def _stage(store: DatasetStore, table: DatasetTable, build: Build, run: Mapping[
         version = store.begin_version(dataset, producer={
             "run_id": str(run["run_id"]), "dag": run["dag"], "dag_version": run["dag_version"],
             "kind": run["kind"], "tasks": sorted({f.task_id for f in build.files})})
-    snapshot = table.stage([f.uri for f in build.files], branch=f"v{version}",
+    # a file without rows (a chunk without logs) has no partition value, so Iceberg cannot list
+    # it (pyiceberg fails writing its manifest entry); the range it covers is replaced all the same
+    snapshot = table.stage([f.uri for f in build.files if f.rows > 0], branch=f"v{version}",
                            replace_block_range=build.block_range,
                            properties={"trace.run": str(run["run_id"]), "trace.version": str(version)})
     return _Staged(build, version, snapshot, ready=False)
