@@ -5,8 +5,10 @@ few seconds, then prints what happened: blocks followed, reorgs and their depths
 row counts, and a check of the hot tables against the node below the reorg horizon. Then the
 batch half: a backfill of the confirmed blocks through the dispatcher's API, run by the worker,
 its Parquet files read back through the object-store port (S3 by default, or a directory) and
-checked against the node, and their bytes against the sha256 each output carries. The stack is
-stopped again unless it was already running before the demo or ``--keep`` is given.
+checked against the node, and their bytes against the sha256 each output carries; then the
+dispatcher's commit of the run: the datasets' current versions (``/v1/datasets``) with their row
+counts, and the rows each Iceberg table's main holds, read by pyiceberg. The stack is stopped
+again unless it was already running before the demo or ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -69,6 +71,66 @@ def read_output(store: ObjectStore, uri: str, columns: list[str] | None = None) 
     with store.pyarrow_filesystem().open_input_file(reader_path(uri)) as handle:
         data = handle.read()
     return pq.read_table(pa.BufferReader(data), columns=columns), hashlib.sha256(data).hexdigest()
+
+
+def wait_commit(settings: Settings, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The run's row in ``state.run_commits`` once the committer is done with it (or the last seen)."""
+    deadline = time.monotonic() + timeout
+    row: tuple[Any, ...] | None = None
+    with psycopg.connect(settings.resolved_database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT state, last_error, versions FROM state.run_commits WHERE run_id = %s",
+                               (run_id,)).fetchone()
+            if row is not None and row[0] != "pending":
+                break
+            time.sleep(0.5)
+    if row is None:
+        return {"state": "not queued"}
+    return {"state": row[0], "error": row[1], "versions": row[2]}
+
+
+def iceberg_rows(settings: Settings, datasets: list[str]) -> dict[str, int]:
+    """How many rows each dataset's Iceberg table's main holds, read by pyiceberg."""
+    from dispatcher.cli import warehouse_of
+    from dispatcher.datasets.commit import chain_namespace
+    from tracekit.iceberg import open_catalog
+
+    store = settings.resolved_object_store
+    s3 = settings.s3_config(create_secrets=False) if parse_store_url(store).bucket is not None else None
+    catalog = open_catalog(settings.resolved_database_url, warehouse_of(store), s3)
+    try:
+        namespace = chain_namespace(settings.org_id)
+        return {d: catalog.load_table((namespace, d)).scan().to_arrow().num_rows for d in datasets}
+    finally:
+        catalog.close()
+
+
+def committed_versions(settings: Settings, run_id: str, say: Callable[[str], None]) -> dict[str, Any]:
+    """Wait for the run's commit, then each dataset it made: its current version, rows, files and
+    blocks (``/v1/datasets``), and the rows its Iceberg table's main holds."""
+    import httpx
+
+    say(f"waiting for the dispatcher to commit run {run_id} ...")
+    commit = wait_commit(settings, run_id)
+    versions: dict[str, dict[str, Any]] = {}
+    token = settings.credentials().api_token
+    with httpx.Client(base_url=settings.resolved_dispatcher_url, timeout=30,
+                      headers={"Authorization": f"Bearer {token}"}) as api:
+        listed = api.get("/v1/datasets").json()
+        for row in listed["datasets"]:
+            current = row["current_version"]
+            if current is None or row["dataset_id"] not in (commit.get("versions") or {}):
+                continue
+            found = api.get(f"/v1/datasets/{row['dataset_id']}/versions").json()["versions"]
+            made = next(v for v in found if v["version"] == current)
+            versions[row["dataset_id"]] = {
+                "version": current, "table": row["table_name"], "rows": made["row_count"],
+                "files": made["file_count"], "blocks": f"{made['block_start']}..{made['block_end']}"}
+    if versions:
+        for dataset, read in iceberg_rows(settings, sorted(versions)).items():
+            versions[dataset]["rows_in_iceberg_main"] = read
+    return {"commit": commit["state"], "commit_error": commit.get("error"),
+            "pointer_set": listed["pointer_set"], "datasets": versions}
 
 
 def backfill_check(settings: Settings, end: int, say: Callable[[str], None],
@@ -150,6 +212,7 @@ def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[s
         checked, mismatches = hot_table_check(settings, horizon)
         confirmed = max(0, cursor - settings.finality_depth - settings.reorg_max_depth)
         backfill = backfill_check(settings, confirmed, say)
+        datasets = committed_versions(settings, backfill["run_id"], say)
     finally:
         if not keep and not was_running:
             stack.down(settings.home)
@@ -168,10 +231,22 @@ def run_demo(settings: Settings, *, seconds: float, keep: bool, say: Callable[[s
         "mismatches": mismatches,
         "services": {k: v.get("healthy") for k, v in final["services"].items()},
         "backfill": backfill,
+        "datasets": datasets,
     }
     table = Table("what happened", "", title="trace demo")
     for key, value in summary.items():
-        table.add_row(key, str(value))
-    Console().print(table)
+        if key != "datasets":
+            table.add_row(key, str(value))
+    console = Console()
+    console.print(table)
+    title = f"committed versions (commit {datasets['commit']}, pointer set {datasets['pointer_set']})"
+    versions = Table("Iceberg table", "version", "blocks", "files", "rows", "rows read (pyiceberg)",
+                     title=title)
+    for _, made in sorted(datasets["datasets"].items()):
+        versions.add_row(made["table"], str(made["version"]), made["blocks"], str(made["files"]),
+                         str(made["rows"]), str(made.get("rows_in_iceberg_main")))
+    console.print(versions)
+    if datasets.get("commit_error"):
+        say(f"the commit failed: {datasets['commit_error']}")
     say("stack left running (`trace status`, `trace down`)" if keep or was_running else "stack stopped")
     return summary
