@@ -265,7 +265,8 @@ def backfill_submit(
     datasets: Annotated[str, typer.Option(
         help="Comma-separated, of blocks,transactions,logs,traces (traces only when listed)")] =
         "blocks,transactions,logs",
-    chunk_size: Annotated[int, typer.Option(help="Blocks per chunk (task and file)", min=1)] = 1000,
+    chunk_size: Annotated[int, typer.Option(help="Most blocks per chunk (task and file); chunks are also"
+                                                 " cut at 10,000-block partitions", min=1)] = 1000,
     engine: Annotated[str, typer.Option(help="rpc (native JSON-RPC) or cryo")] = "rpc",
     chain_id: Annotated[int | None, typer.Option(help="Chain (default TRACE_CHAIN_ID)")] = None,
     key: Annotated[str | None, typer.Option(help="Idempotency key: a resubmit returns its run")] = None,

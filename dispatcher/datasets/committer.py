@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pyiceberg.catalog import Catalog
@@ -30,12 +31,14 @@ from dispatcher.datasets.store import DatasetStore
 from dispatcher.metrics import COMMIT_SECONDS
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
-from tracekit.errors import ConfigError
+from tracekit.errors import ConfigError, RetryableError
 
 log = logging.getLogger("trace.dispatcher.committer")
 
 _SQL = load_queries("dispatcher.sql", "datasets.sql")
 MAX_DELAY_S = 60.0
+# an error that is no outage (a bug, data pyiceberg refuses) fails the commit after this many tries
+MAX_UNEXPECTED_ATTEMPTS = 8
 
 
 class Committer:
@@ -74,11 +77,17 @@ class Committer:
                 log.error("run %s cannot be committed: %s", run_id, exc)
                 cur.execute(_SQL.sql("commit_failed"), {"run": run_id, "state": "failed", "error": str(exc),
                                                         "delay": 0})
-            except Exception as exc:  # an outage, or a bug: keep the run, try again later
+            except Exception as exc:  # an outage (retried for as long as it lasts), or a bug
+                outage = isinstance(exc, RetryableError | psycopg.OperationalError)
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                if not outage and attempts + 1 >= MAX_UNEXPECTED_ATTEMPTS:
+                    log.error("run %s: commit failed %d times, given up: %s", run_id, attempts + 1, error)
+                    cur.execute(_SQL.sql("commit_failed"), {"run": run_id, "state": "failed",
+                                                            "error": error, "delay": 0})
+                    return uuid.UUID(str(run_id))
                 delay = min(MAX_DELAY_S, 0.5 * 2 ** attempts)
-                log.warning("run %s: commit failed (%s); again in %.1fs", run_id, exc, delay)
-                cur.execute(_SQL.sql("commit_failed"), {"run": run_id, "state": "pending",
-                                                        "error": f"{type(exc).__name__}: {exc}"[:2000],
+                log.warning("run %s: commit failed (%s); again in %.1fs", run_id, error, delay)
+                cur.execute(_SQL.sql("commit_failed"), {"run": run_id, "state": "pending", "error": error,
                                                         "delay": delay})
                 self._catalog = None  # reopen: the catalog's connections may be the broken part
             else:
