@@ -16,17 +16,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pytest
 from psycopg.types.json import Jsonb
 from pyiceberg.catalog.sql import SqlCatalog
 
 from devstack.process import free_port
+from dispatcher.dag.errors import DatasetOwnedError
+from dispatcher.dag.loader import load_builtin_dag, parse_dag
+from dispatcher.dag.store import dataset_producers, deploy
 from operators.devchain.artifacts import token_artifact
 from tests.integration.pipeline import Pipeline, make_pipeline, rpc
 from tests.integration.test_transfer_sink import Harness
@@ -322,3 +327,31 @@ def _finalize_through_reorgs(h: Harness, union: Finalized, node: Node, env: dict
     transfers = union.read(head)[4]
     assert len(transfers) > 20, len(transfers)  # the comparison saw real transfers, cold and hot
     assert any(k[0] <= expected for k in transfers) and any(k[0] > expected for k in transfers)
+
+
+RIVAL = """\
+dag: rival
+org: {org}
+jobs:
+  - name: copy
+    operator: copier
+    activation: reactive
+    triggers: [{{manual: {{}}}}]
+    outputs: [{{dataset: blocks, write: {{mode: append, unique_key: [block_number]}}}}]
+"""
+
+
+def test_backfill_and_finalize_share_the_chain_datasets_and_no_other_dag_takes_them(pg_url: str) -> None:
+    org = f"f{uuid.uuid4().hex[:10]}"
+    for name in ("finalize", "backfill", "finalize"):  # either first, redeploys unchanged
+        loaded = load_builtin_dag(name, org)
+        deploy(pg_url, loaded.spec, loaded.source, "trace")
+    with psycopg.connect(pg_url) as conn:
+        active: dict[str, int] = dict(conn.execute(
+            "SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active", (org,)).fetchall())
+    assert active == {"backfill": 1, "finalize": 1}
+    producers = dataset_producers(pg_url, org)
+    assert producers["blocks"] == "finalize" and producers["transfers"] == "finalize"  # the first keeps it
+    rival = parse_dag(RIVAL.format(org=org), "rival.yaml")
+    with pytest.raises(DatasetOwnedError, match="dataset 'blocks' is produced by dag 'finalize'"):
+        deploy(pg_url, rival.spec, rival.source, "t")
