@@ -15,6 +15,7 @@ TRACE_DATABASE_URL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -29,7 +30,7 @@ from rich.table import Table
 
 from dispatcher.api.deps import ApiConfig
 from tracekit.config import Settings, load_settings
-from tracekit.errors import TraceError
+from tracekit.errors import ConfigError, TraceError
 from tracekit.logs import setup_logging
 from tracekit.objects import ObjectStore, S3Config
 
@@ -39,6 +40,7 @@ worker_app = typer.Typer(help="Workers: run leased tasks (backfill chunks...).",
 backfill_app = typer.Typer(help="Backfills: a block range of a chain into Parquet, chunk by chunk.",
                            no_args_is_help=True)
 
+log = logging.getLogger("trace.dispatcher")
 FINISHED = ("succeeded", "failed", "canceled")
 
 
@@ -58,12 +60,13 @@ def api_config(settings: Settings) -> ApiConfig:
     from operators.cryo_ingest import chain_name
 
     creds = _credentials(settings)
+    warehouse, s3 = _warehouse(settings)
     return ApiConfig(
         api_token=creds.api_token, worker_token=creds.worker_token, task_secret=creds.task_secret,
         database_url=settings.resolved_database_url, kafka_bootstrap=settings.resolved_kafka_bootstrap,
         alerts_topic=settings.alerts_topic, org_id=settings.org_id,
         chains={settings.chain_id: chain_name(settings.chain_id)}, lease_s=settings.lease_seconds,
-        warehouse=warehouse_of(settings.resolved_object_store), s3=_s3_of(settings),
+        warehouse=warehouse, s3=s3,
         object_store=settings.resolved_object_store, dataset_versions_kept=settings.dataset_versions_kept,
         staging_retention_h=settings.staging_retention_hours, gc_every_s=settings.gc_every_minutes * 60,
         rpc_urls={settings.chain_id: settings.resolved_rpc_url}, integrity_samples=settings.integrity_samples,
@@ -85,15 +88,22 @@ def warehouse_of(object_store: str) -> str:
     return object_store.rstrip("/") + "/warehouse"
 
 
-def _s3_of(settings: Settings) -> S3Config | None:
+def _warehouse(settings: Settings) -> tuple[str | None, S3Config | None]:
+    """The warehouse and how to reach it; ``(None, None)`` when the object store is S3 without
+    credentials yet: the API still serves, but nothing is committed, collected or finalized."""
     from tracekit.objects import parse_store_url
 
-    if parse_store_url(settings.resolved_object_store).bucket is None:
-        return None
+    url = settings.resolved_object_store
+    if parse_store_url(url).bucket is None:
+        return warehouse_of(url), None
     try:
-        return settings.s3_config(create_secrets=False)
+        s3 = settings.s3_config(create_secrets=False)
+    except ConfigError as exc:
+        log.warning("%s: finished runs are not committed (and gc and finalization do not run)", exc)
+        return None, None
     except ValueError as exc:  # an unreadable secrets file
         raise TraceError(str(exc)) from exc
+    return warehouse_of(url), s3
 
 
 @dispatcher_app.command("run")

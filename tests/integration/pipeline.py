@@ -118,7 +118,8 @@ class Pipeline:
     def assert_running(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                logs = sorted(self.root.glob(f"{name}.*.log"))[-1].read_text()[-3000:]
+                found = sorted(self.root.glob(f"{name}.*.log"))
+                logs = found[-1].read_text()[-3000:] if found else f"(no {name}.*.log in {self.root})"
                 raise AssertionError(f"{name} exited with {proc.returncode}:\n{logs}")
 
     def db(self) -> psycopg.Connection[Any]:

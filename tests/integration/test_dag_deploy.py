@@ -276,4 +276,4 @@ def test_the_builtin_backfill_dag_deploys(pg_url: str) -> None:
     assert (ingest.operator, ingest.max_concurrency, ingest.max_attempts) == ("cryo_ingest", 4, 5)
     assert (ingest.backoff_initial_ms, ingest.backoff_max_ms, ingest.backoff_multiplier) == (
         1000, 60_000, 2.0)
-    assert ingest.outputs == ("blocks", "transactions", "logs")
+    assert ingest.outputs == ("blocks", "transactions", "logs", "traces")

@@ -121,7 +121,7 @@ def test_the_builtin_backfill_dag() -> None:
         "cryo_ingest", ("backfill.chunks",), ("backfill.chunks",))
     assert {o.dataset: o.write.unique_key for o in ingest.outputs} == {
         "blocks": ("block_number",),
-        "transactions": ("transaction_hash",),
+        "transactions": ("block_number", "transaction_index"),
         "logs": ("block_number", "log_index"),
         "traces": ("block_number", "transaction_index", "trace_address"),  # written only when asked for
     }
