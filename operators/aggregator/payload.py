@@ -8,13 +8,11 @@ job's config names the datasets (:class:`AggregateConfig`). Pure.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from operators.aggregator.plan import Batch
 from operators.aggregator.transform import DATASETS
-from tracekit.errors import ConfigError, first_problem
+from tracekit.payloads import TaskPayload
 
 
 class FinalizeBatch(BaseModel):
@@ -56,16 +54,10 @@ class AggregateConfig(BaseModel):
         return self
 
 
-class AggregatePayload(BaseModel):
+class AggregatePayload(TaskPayload):
     model_config = ConfigDict(frozen=True, extra="ignore")
+    OPERATOR = "aggregator"
 
     params: FinalizeBatch
     config: AggregateConfig = AggregateConfig()
 
-    @classmethod
-    def parse(cls, payload: Any) -> AggregatePayload:
-        try:
-            return cls.model_validate(payload)
-        except ValidationError as exc:
-            where, what = first_problem(exc)
-            raise ConfigError(f"aggregator: bad task payload: {where}: {what}") from exc

@@ -8,14 +8,12 @@ Pure: validation only.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from operators.cryo_ingest.columns import DEFAULT_DATASETS, Dataset
 from operators.cryo_ingest.request import Engine, IngestRequest
 from operators.range_splitter import Chunk
-from tracekit.errors import ConfigError, first_problem
+from tracekit.payloads import TaskPayload
 
 
 class IngestJob(BaseModel):
@@ -40,21 +38,14 @@ class IngestConfig(BaseModel):
     engine: Engine | None = None
 
 
-class IngestPayload(BaseModel):
+class IngestPayload(TaskPayload):
     """An ingest task's payload: the chunk event that started it and its job's config."""
 
-    model_config = ConfigDict(frozen=True)
+    OPERATOR = "cryo_ingest"
 
     event: IngestJob
     config: IngestConfig = IngestConfig()
 
-    @classmethod
-    def parse(cls, payload: Any) -> IngestPayload:
-        try:
-            return cls.model_validate(payload)
-        except ValidationError as exc:
-            where, problem = first_problem(exc)
-            raise ConfigError(f"cryo_ingest: bad task payload at {where}: {problem}") from exc
 
     @property
     def datasets(self) -> tuple[Dataset, ...]:

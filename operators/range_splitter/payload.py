@@ -13,11 +13,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from operators.range_splitter.split import Chunk, chunk_key, count_chunks, split_range
 from tracekit.datasets import DEFAULT_PARTITION_WIDTH, contract
-from tracekit.errors import ConfigError, first_problem
+from tracekit.payloads import TaskPayload
 
 
 def partition_width_of(datasets: Sequence[str]) -> int:
@@ -68,17 +68,10 @@ class SplitJob(BaseModel):
             "engine": self.engine, "start": chunk.start, "end": chunk.end}
 
 
-class SplitPayload(BaseModel):
+class SplitPayload(TaskPayload):
     """A split task's payload (its job's ``config`` is not read)."""
 
-    model_config = ConfigDict(frozen=True)
+    OPERATOR = "range_splitter"
 
     event: SplitJob
 
-    @classmethod
-    def parse(cls, payload: Any) -> SplitPayload:
-        try:
-            return cls.model_validate(payload)
-        except ValidationError as exc:
-            where, problem = first_problem(exc)
-            raise ConfigError(f"range_splitter: bad task payload at {where}: {problem}") from exc
