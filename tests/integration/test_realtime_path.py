@@ -58,7 +58,14 @@ def test_hot_tables_converge_through_reorgs_and_kill9(pipeline: Pipeline) -> Non
 
         for depth in range(1, 7):  # reorgs of depth 1..6 while both services run
             p.wait_for("traffic to land", lambda: p.head() >= 10)
-            inject_reorg(p, depth)
+            # mining paused while the follower reaches the head: a reorg of blocks it has not
+            # emitted yet is invisible to it, and the depth-6 reorg must be seen whole
+            rpc(p.rpc_url, "anvil_setIntervalMining", 0)
+            try:
+                p.wait_for("the follower at the head", lambda: (p.cursor() or -1) >= p.head(), timeout=30)
+                inject_reorg(p, depth)
+            finally:
+                rpc(p.rpc_url, "anvil_setIntervalMining", 1)
             time.sleep(1.2)
 
         # kill -9 the follower mid-run; the chain moves on (and reorgs) while it is down
