@@ -40,7 +40,7 @@ class Views:
 
     async def run(self, org_id: str, run_id: uuid.UUID) -> dict[str, Any]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_SQL.sql("run"), (org_id, run_id))
+            await cur.execute(_SQL.sql("runs"), {"org": org_id, "run": run_id, "state": None, "limit": 1})
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no run {run_id}")
@@ -48,7 +48,7 @@ class Views:
 
     async def runs(self, org_id: str, *, state: str | None, limit: int) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_SQL.sql("runs"), (org_id, state, state, limit))
+            await cur.execute(_SQL.sql("runs"), {"org": org_id, "run": None, "state": state, "limit": limit})
             return [_run(r) for r in await cur.fetchall()]
 
     async def tasks(self, org_id: str, run_id: uuid.UUID, *, state: str | None, limit: int,
