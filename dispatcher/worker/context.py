@@ -14,11 +14,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.protocol import EventIn, LeasedTask, LogLine, OutputIn
 from dispatcher.worker.client import DispatcherClient, Fenced
 from tracekit.objects import ObjectStore, check_key
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 EVENTS_PER_CALL = 5_000
 
@@ -37,6 +40,9 @@ class WorkerEnv:
     confirmations: int = 10
     wait_confirmed_s: float = 120.0  # how long a chunk above the confirmed head waits before failing
     database_url: str | None = None  # the hot tables the aggregator reads (None: it cannot run here)
+    # opens the Iceberg catalog of the datasets (tracekit.iceberg.open_catalog; the caller closes
+    # it); None: operators that read or write Iceberg tables cannot run here
+    open_catalog: Callable[[], Catalog] | None = None
 
 
 def store_uri(store: ObjectStore, key: str) -> str:
