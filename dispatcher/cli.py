@@ -9,12 +9,13 @@ TRACE_S3_ACCESS_KEY_ID, TRACE_S3_SECRET_ACCESS_KEY, TRACE_WORKER_SLOTS, and TRAC
 Retention and gc: TRACE_DATASET_VERSIONS_KEPT, TRACE_STAGING_RETENTION_HOURS, TRACE_GC_EVERY_MINUTES.
 Finalization (hot -> cold, with a warehouse): TRACE_FINALITY_DEPTH, TRACE_FINALIZE_BATCH_BLOCKS,
 TRACE_FINALIZE_OVERLAP_BLOCKS, TRACE_FINALIZE_EVERY_SECONDS; workers read the hot tables at
-TRACE_DATABASE_URL.
+TRACE_DATABASE_URL, and (parquet_compact) the Iceberg tables in the warehouse beside TRACE_OBJECT_STORE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -166,14 +167,19 @@ def worker_run(
     from dispatcher.queue import open_queue
     from dispatcher.service import run_worker
     from dispatcher.worker import WorkerEnv
+    from tracekit.iceberg import open_catalog
 
     setup_logging()
     settings = _settings()
     store = open_store(settings)
     creds = _credentials(settings)
+    database_url = settings.resolved_database_url
+    warehouse, s3 = _warehouse(settings)  # the Iceberg tables beside the store (parquet_compact reads them)
     env = WorkerEnv(store=store, store_url=settings.resolved_object_store,
                     rpc_urls={settings.chain_id: settings.resolved_rpc_url},
-                    confirmations=settings.finality_depth, database_url=settings.resolved_database_url)
+                    confirmations=settings.finality_depth, database_url=database_url,
+                    open_catalog=None if warehouse is None else functools.partial(
+                        open_catalog, database_url, warehouse, s3))
 
     async def main() -> None:
         queue = await open_queue(settings.queue, database_url=settings.resolved_database_url,

@@ -5,15 +5,19 @@ operator's own payload model) to the pure operator code in ``operators/``. Add o
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from dispatcher.protocol import EventIn, OutputIn
 from dispatcher.worker.context import Operator, TaskContext
 from operators.aggregator import AggregatePayload, aggregate_batch
 from operators.cryo_ingest import IngestPayload, NotYetConfirmed, ingest_chunk
+from operators.parquet_compact import Compacted, CompactPayload, compact_partition
 from operators.range_splitter import SplitPayload
 from tracekit.errors import ConfigError
+from tracekit.iceberg import DatasetTable
 
 
 async def range_splitter(ctx: TaskContext) -> Sequence[OutputIn]:
@@ -85,5 +89,37 @@ async def aggregator(ctx: TaskContext) -> Sequence[OutputIn]:
     return outputs
 
 
+async def parquet_compact(ctx: TaskContext) -> Sequence[OutputIn]:
+    """One partition of a dataset version, read at the snapshot the run pinned -> one sorted
+    Parquet file under this attempt's staging prefix, reported with the run's block range (the
+    range the commit replaces)."""
+    params = CompactPayload.parse(ctx.payload).params
+    open_catalog = ctx.env.open_catalog
+    if open_catalog is None:
+        raise ConfigError("parquet_compact: this worker cannot open the Iceberg catalog (no warehouse beside"
+                          " TRACE_OBJECT_STORE)")
+    if params.dataset not in ctx.task.writes:
+        raise ConfigError(f"parquet_compact: the job may not write {params.dataset}")
+    pinned = params.pinned
+    with tempfile.TemporaryDirectory(prefix="trace-compact-") as directory:
+
+        def compact() -> Compacted:
+            catalog = open_catalog()
+            try:
+                table = DatasetTable(catalog, pinned.identifier).table()
+                return compact_partition(table, params, Path(directory))
+            finally:
+                catalog.close()
+
+        ctx.check()
+        done = await asyncio.to_thread(compact)
+        ctx.check()
+        staged = await ctx.stage_file(done.name, done.path)
+    ctx.log("info", f"{params.dataset} version {pinned.version}, blocks {params.start_block}.."
+                    f"{params.end_block}: {len(done.replaced)} files, {done.rows} rows -> 1 file")
+    return [OutputIn(dataset_id=params.dataset, uri=staged.uri, rows=done.rows, bytes=staged.bytes,
+                     sha256=staged.sha256, block_start=params.start_block, block_end=params.end_block)]
+
+
 OPERATORS: dict[str, Operator] = {"range_splitter": range_splitter, "cryo_ingest": cryo_ingest,
-                                  "aggregator": aggregator}
+                                  "aggregator": aggregator, "parquet_compact": parquet_compact}
