@@ -25,9 +25,9 @@ from dispatcher.dag.errors import DagError, DagNotFound, DagVersionNotFound, Dat
 from dispatcher.dag.job_spec import JobSpec
 from dispatcher.dag.loader import CHAIN_DAGS, DagSource
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
-from tracekit.db import connect
 from tracekit.db.queries import load_queries
-from tracekit.errors import ConfigError, first_problem
+from tracekit.db.transactions import transaction
+from tracekit.errors import first_problem
 
 Cursor = psycopg.Cursor[dict[str, Any]]
 
@@ -102,10 +102,8 @@ class JobRecord:
 def _transaction(url: str) -> Iterator[Cursor]:
     """One transaction; missing tables and lost races map to errors saying what to do."""
     try:
-        with connect(url) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        with transaction(url, tables="the DAG tables") as cur:
             yield cur
-    except pg_errors.UndefinedTable as exc:
-        raise ConfigError("the DAG tables do not exist; run `trace db migrate`") from exc
     except pg_errors.UniqueViolation as exc:  # only reachable by a writer that skips the org lock
         raise DagError(f"a concurrent change got there first ({exc.diag.constraint_name}); "
                        "run the command again") from exc

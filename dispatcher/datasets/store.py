@@ -5,19 +5,28 @@ Every change is one transaction. Cutovers and rollbacks of an org take its point
 rollback) its DAG deploy lock, so they are serial; readers take no lock at all: :meth:`pin` reads
 the newest pointer set, one row. The rules are :mod:`dispatcher.datasets.pointers`; the SQL is
 ``dispatcher/sql/datasets.sql``; the tables are migration ``0010_dataset_versions.sql``.
+
+A store keeps one connection and runs its transactions on it one after another (a commit of a run
+makes about ten: a connect each cost more than the queries); a call made while another thread's
+transaction holds it gets a connection of its own. The kept connection is replaced when it broke,
+idled longer than :data:`IDLE_S`, or fails to begin a transaction (the server dropped it).
+:meth:`DatasetStore.close` closes it (``with DatasetStore(...) as store:``); a store that is
+garbage-collected closes it too.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from dispatcher.dag.store import activate_in, lock_deploys, retire_in, stored_version
@@ -35,11 +44,14 @@ from dispatcher.datasets.pointers import (
 from dispatcher.metrics import CUTOVER_SECONDS
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
+from tracekit.db.transactions import transaction
 from tracekit.errors import ConfigError, TraceError
 
 _SQL = load_queries("dispatcher.sql", "datasets.sql")
 _RUNS = load_queries("dispatcher.sql", "runs.sql")
 Cursor = psycopg.Cursor[dict[str, Any]]
+TABLES = "the dataset tables"
+IDLE_S = 30.0  # a kept connection idle longer is replaced (the server or a proxy may have dropped it)
 
 
 class DatasetNotFound(ConfigError):
@@ -58,13 +70,35 @@ class Applied:
     dags_restored: Mapping[str, int | None] = field(default_factory=dict)  # dag -> version active now
 
 
-@contextmanager
-def _transaction(url: str) -> Iterator[Cursor]:
-    try:
-        with connect(url) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            yield cur
-    except pg_errors.UndefinedTable as exc:
-        raise ConfigError("the dataset tables do not exist; run `trace db migrate`") from exc
+class _Kept:
+    """The connection a store keeps between its transactions (shared with its finalizer, which
+    closes it when the store is collected: never the store itself, or it would never be)."""
+
+    def __init__(self) -> None:
+        self.conn: psycopg.Connection[Any] | None = None
+        self.used = 0.0  # time.monotonic() at the end of its last transaction
+        self.lock = threading.Lock()
+
+    def connection(self, url: str) -> tuple[psycopg.Connection[Any], bool]:
+        """The kept connection and True, or a new one (kept from now on) and False."""
+        conn = self.conn
+        fresh = time.monotonic() - self.used <= IDLE_S
+        if conn is not None and not conn.closed and not conn.broken and fresh:
+            return conn, True
+        self.close()
+        self.conn = connect(url, autocommit=True)
+        return self.conn, False
+
+    def after(self) -> None:
+        self.used = time.monotonic()
+        if self.conn is not None and (self.conn.closed or self.conn.broken):
+            self.close()
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with suppress(psycopg.Error):
+                conn.close()
 
 
 def _set(row: Mapping[str, Any] | None) -> PointerSet:
@@ -96,12 +130,52 @@ class DatasetStore:
     def __init__(self, database_url: str, org_id: str) -> None:
         self.url = database_url
         self.org = org_id
+        self._kept = _Kept()
+        self._finalizer = weakref.finalize(self, self._kept.close)
+
+    def close(self) -> None:
+        """Close the kept connection (the store stays usable: the next call opens one)."""
+        with self._kept.lock:
+            self._kept.close()
+
+    def __enter__(self) -> DatasetStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        """One transaction on the kept connection, or on one of its own while another thread's
+        transaction holds it. A kept connection that fails to begin (dropped by the server while
+        idle: nothing but ``BEGIN`` was sent) is replaced and the transaction begun again."""
+        kept = self._kept
+        if not kept.lock.acquire(blocking=False):
+            with transaction(self.url, tables=TABLES) as cur:
+                yield cur
+            return
+        try:
+            with ExitStack() as stack:
+                stack.callback(kept.after)
+                conn, reused = kept.connection(self.url)
+                try:
+                    cur = stack.enter_context(transaction(conn, tables=TABLES))
+                except psycopg.OperationalError:
+                    if not reused:
+                        raise
+                    kept.close()
+                    conn, _ = kept.connection(self.url)
+                    cur = stack.enter_context(transaction(conn, tables=TABLES))
+                yield cur
+        finally:
+            kept.lock.release()
 
     # -- datasets and versions ----------------------------------------------------------------
 
     def ensure_dataset(self, dataset_id: str, *, table_name: str, kind: str = "derived",
                        description: str = "") -> None:
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("ensure_dataset"), {"org": self.org, "dataset": dataset_id, "kind": kind,
                                                      "table": table_name, "description": description})
 
@@ -109,7 +183,7 @@ class DatasetStore:
                       inputs: Mapping[str, int] | None = None,
                       metadata: Mapping[str, Any] | None = None) -> int:
         """A new version of the dataset, ``building``, based on the version current now."""
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("lock_dataset"), {"org": self.org, "dataset": dataset_id})
             if cur.fetchone() is None:
                 raise DatasetNotFound(f"no dataset {dataset_id!r} in org {self.org!r}")
@@ -132,7 +206,7 @@ class DatasetStore:
         """End a ``building`` version as ready, failed or abandoned (with what it holds)."""
         if state in (VersionState.BUILDING, VersionState.EXPIRED):
             raise ValueError("a version is finished as ready, failed or abandoned")
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("finish_version"), {
                 "org": self.org, "dataset": dataset_id, "version": version, "state": state.value,
                 "failure": failure, "snapshot_id": snapshot_id,
@@ -148,12 +222,12 @@ class DatasetStore:
 
     def pin(self) -> PointerSet:
         """The pointer set readers see now (one row: never half of a cutover)."""
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             return _newest(cur, self.org)
 
     def cutover(self, versions: Mapping[str, int], *, actor: str, reason: str = "") -> Applied:
         """Move the pointers of ``versions`` (dataset -> version) at once, in one transaction."""
-        with CUTOVER_SECONDS.labels("cutover").time(), _transaction(self.url) as cur:
+        with CUTOVER_SECONDS.labels("cutover").time(), self._transaction() as cur:
             cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
             newest = _newest(cur, self.org)
             datasets = sorted(versions)
@@ -173,7 +247,7 @@ class DatasetStore:
     def rollback(self, *, to_seq: int | None = None, actor: str, reason: str = "") -> Applied:
         """Restore an earlier pointer set (default: the one before the newest) with the DAG
         versions active then; cancel the live runs of the DAG versions rolled back."""
-        with CUTOVER_SECONDS.labels("rollback").time(), _transaction(self.url) as cur:
+        with CUTOVER_SECONDS.labels("rollback").time(), self._transaction() as cur:
             cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
             lock_deploys(cur, self.org)
             newest = _newest(cur, self.org)
@@ -228,18 +302,18 @@ class DatasetStore:
     # -- runs (the commit protocol's inputs) ---------------------------------------------------
 
     def run(self, run_id: uuid.UUID) -> dict[str, Any] | None:
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("run"), {"org": self.org, "run": run_id})
             return cur.fetchone()
 
     def run_outputs(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("run_outputs"), {"org": self.org, "run": run_id})
             return list(cur.fetchall())
 
     def version_of_run(self, dataset_id: str, run_id: uuid.UUID) -> tuple[int, VersionState] | None:
         """The newest version of ``dataset_id`` the run made (None: none yet)."""
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("version_of_run"),
                         {"org": self.org, "dataset": dataset_id, "run": str(run_id)})
             row = cur.fetchone()
@@ -248,7 +322,7 @@ class DatasetStore:
     def snapshots(self, versions: Mapping[str, int]) -> dict[str, int]:
         """The Iceberg snapshot of each ``dataset: version`` (those that have one)."""
         datasets = sorted(versions)
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("snapshots"), {"org": self.org, "datasets": datasets,
                                                 "versions": [versions[d] for d in datasets]})
             return {r["dataset_id"]: int(r["snapshot_id"]) for r in cur.fetchall()}
@@ -256,13 +330,13 @@ class DatasetStore:
     # -- reads --------------------------------------------------------------------------------
 
     def datasets(self) -> list[dict[str, Any]]:
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("datasets"), {"org": self.org})
             return list(cur.fetchall())
 
     def versions(self, dataset_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """The dataset's versions, newest first; :class:`DatasetNotFound` for an unknown dataset."""
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("dataset_exists"), {"org": self.org, "dataset": dataset_id})
             if cur.fetchone() is None:
                 raise DatasetNotFound(f"no dataset {dataset_id!r} in org {self.org!r}")
@@ -270,6 +344,6 @@ class DatasetStore:
             return list(cur.fetchall())
 
     def history(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        with _transaction(self.url) as cur:
+        with self._transaction() as cur:
             cur.execute(_SQL.sql("history"), {"org": self.org, "limit": limit})
             return list(cur.fetchall())
