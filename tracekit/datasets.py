@@ -13,6 +13,10 @@ extra column, naming it. :func:`check_compatible` tells a schema change the tabl
 place (a new optional column, ``int`` -> ``long``, ``float`` -> ``double``, required -> optional)
 from one it cannot (a dropped, renamed or narrowed column).
 
+:func:`derived_contract` makes the contract of a derived dataset (what a DAG job's SQL produces)
+from its Arrow schema: partitioned like the chain datasets when it has a ``block_number`` column,
+else one unpartitioned table.
+
 The files are read from ``<repo>/schemas/datasets`` in a source checkout and from
 ``tracekit/_schemas/datasets`` inside an installed wheel (see ``pyproject.toml``).
 """
@@ -31,9 +35,9 @@ from typing import Final, Literal, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table.sorting import NullOrder, SortDirection, SortField, SortOrder
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, NullOrder, SortDirection, SortField, SortOrder
 from pyiceberg.transforms import IdentityTransform, TruncateTransform
 from pyiceberg.types import (
     BinaryType,
@@ -81,7 +85,11 @@ class Column:
 
 @dataclass(frozen=True)
 class DatasetContract:
-    """A dataset's table: columns, partition width on ``block_number``, sort keys, unique key."""
+    """A dataset's table: columns, partition width on ``block_number``, sort keys, unique key.
+
+    ``partitioned=False`` (a derived dataset without ``block_number``): one unpartitioned table,
+    ``partition_width`` unused. A contract made in code may have no sort keys or unique key (a
+    derived dataset); a contract file names both."""
 
     name: str
     description: str
@@ -89,10 +97,11 @@ class DatasetContract:
     partition_width: int = DEFAULT_PARTITION_WIDTH
     sort_keys: tuple[str, ...] = (PARTITION_COLUMN,)
     unique_key: tuple[str, ...] = (PARTITION_COLUMN,)
+    partitioned: bool = True
 
     def __post_init__(self) -> None:
         problem = _contract_problem(self.name, self.columns, self.partition_width, self.sort_keys,
-                                    self.unique_key)
+                                    self.unique_key, partitioned=self.partitioned, keyed=False)
         if problem is not None:
             raise ContractError(f"dataset {self.name}: {problem[1]}")
 
@@ -116,13 +125,19 @@ class DatasetContract:
         return Schema(*fields, identifier_field_ids=[ids[name] for name in self.unique_key])
 
     def partition_spec(self) -> PartitionSpec:
-        """``truncate[partition_width](block_number)``: a partition is a fixed block range."""
+        """``truncate[partition_width](block_number)``: a partition is a fixed block range (none
+        when not :attr:`partitioned`)."""
+        if not self.partitioned:
+            return UNPARTITIONED_PARTITION_SPEC
         return PartitionSpec(PartitionField(
             source_id=self._field_ids()[PARTITION_COLUMN], field_id=PARTITION_FIELD_ID,
             transform=TruncateTransform(self.partition_width), name=partition_field_name()))
 
     def sort_order(self) -> SortOrder:
-        """Ascending on the sort keys (``block_number``, then the in-block index)."""
+        """Ascending on the sort keys (``block_number``, then the in-block index); unsorted
+        without sort keys."""
+        if not self.sort_keys:
+            return UNSORTED_SORT_ORDER
         ids = self._field_ids()
         return SortOrder(*[SortField(source_id=ids[name], transform=IdentityTransform(),
                                      direction=SortDirection.ASC, null_order=NullOrder.NULLS_FIRST)
@@ -137,8 +152,11 @@ def partition_field_name() -> str:
 
 
 def _contract_problem(name: str, columns: Sequence[Column], width: int, sort_keys: Sequence[str],
-                      unique_key: Sequence[str]) -> tuple[tuple[str | int, ...], str] | None:
-    """The first rule a contract breaks, as ``(location in its file, reason)``, or None."""
+                      unique_key: Sequence[str], *, partitioned: bool = True,
+                      keyed: bool = True) -> tuple[tuple[str | int, ...], str] | None:
+    """The first rule a contract breaks, as ``(location in its file, reason)``, or None. A
+    partitioned contract needs ``block_number`` (required long) and sorts by it first; ``keyed``
+    (contract files): sort and unique key are not empty."""
     if not _NAME.fullmatch(name):
         return ("name",), f"name {name!r} is not snake_case (a-z, 0-9, _)"
     if not columns:
@@ -154,19 +172,19 @@ def _contract_problem(name: str, columns: Sequence[Column], width: int, sort_key
         seen[column.name] = i
     by_name = {c.name: c for c in columns}
     key = by_name.get(PARTITION_COLUMN)
-    if key is None or key.type != "long" or not key.required:
+    if partitioned and (key is None or key.type != "long" or not key.required):
         return ("columns",), f"needs a required long column {PARTITION_COLUMN!r} (the partition key)"
     if width < 1:
         return ("partition_width",), f"partition_width must be at least 1, not {width}"
     for field, names in (("sort", sort_keys), ("unique_key", unique_key)):
-        if not names:
+        if keyed and not names:
             return (field,), f"{field} is empty"
         for i, column_name in enumerate(names):
             if column_name not in by_name:
                 return (field, i), f"{field} names {column_name!r}, which is not a column"
             if column_name in names[:i]:
                 return (field, i), f"{field} names {column_name!r} twice"
-    if sort_keys[0] != PARTITION_COLUMN:
+    if partitioned and sort_keys and sort_keys[0] != PARTITION_COLUMN:
         return ("sort", 0), f"sort must start with {PARTITION_COLUMN!r}"
     for i, column_name in enumerate(unique_key):
         if not by_name[column_name].required:
@@ -278,6 +296,66 @@ def contract(name: str) -> DatasetContract:
         raise ContractError(f"unknown dataset {name!r} (known: {', '.join(sorted(contracts))})") from None
 
 
+# --------------------------------------------------------------------------- derived datasets
+
+
+def _derived_type(data_type: pa.DataType) -> ColumnType | None:
+    """The contract type of an Arrow type a derived dataset's rows may have, None if none fits."""
+    if pa.types.is_dictionary(data_type):
+        return _derived_type(data_type.value_type)
+    if pa.types.is_int8(data_type) or pa.types.is_int16(data_type) or pa.types.is_int32(data_type) \
+            or pa.types.is_uint8(data_type) or pa.types.is_uint16(data_type):
+        return "int"
+    if pa.types.is_int64(data_type) or pa.types.is_uint32(data_type) or pa.types.is_uint64(data_type):
+        return "long"  # a uint64 value above the long range is refused by conform, naming the row
+    if pa.types.is_float32(data_type):
+        return "float"
+    if pa.types.is_float64(data_type):
+        return "double"
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type) \
+            or pa.types.is_string_view(data_type) or pa.types.is_decimal(data_type):
+        return "string"  # a decimal as its exact text: no contract type holds it losslessly
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) \
+            or pa.types.is_fixed_size_binary(data_type) or pa.types.is_binary_view(data_type):
+        return "binary"
+    if pa.types.is_boolean(data_type):
+        return "boolean"
+    return None
+
+
+def derived_contract(name: str, arrow_schema: pa.Schema, *, unique_key: Sequence[str] = (),
+                     sort: Sequence[str] = (), description: str = "") -> DatasetContract:
+    """The contract of a derived dataset whose rows have ``arrow_schema`` (what a job's SQL gave).
+
+    Types: int8/16/32 and uint8/16 -> ``int``; int64, uint32 and uint64 -> ``long``; float32 ->
+    ``float``; float64 -> ``double``; (large) string -> ``string``; (large, fixed-size) binary ->
+    ``binary``; bool -> ``boolean``; a decimal (DuckDB's ``SUM`` of integers, a ``1.5`` literal)
+    -> ``string``, its exact text (cast it to ``BIGINT`` or ``DOUBLE`` in the SQL for a number);
+    dictionaries as their values. Any other type (dates, timestamps, lists, structs, null) is a
+    :class:`ContractError` naming the column and the type.
+
+    With a ``block_number`` column (of any integer type; it becomes a required ``long``) the table
+    is partitioned by ``truncate[10000](block_number)`` and sorted by ``block_number`` first (the
+    default sort); without one it is unpartitioned. ``unique_key`` columns are required, the others
+    optional. Rules as for every contract (snake_case names, keys naming columns)."""
+    columns: list[Column] = []
+    partitioned = PARTITION_COLUMN in arrow_schema.names
+    for arrow_field in arrow_schema:
+        column_type = _derived_type(arrow_field.type)
+        if arrow_field.name == PARTITION_COLUMN and column_type is not None:
+            column_type = "long" if column_type in ("int", "long") else None
+        if column_type is None:
+            what = "but the partition key must be an integer" if arrow_field.name == PARTITION_COLUMN else \
+                "which no dataset column type holds (cast it to BIGINT, DOUBLE, VARCHAR, BLOB or BOOLEAN)"
+            raise ContractError(f"dataset {name}: column {arrow_field.name!r} has type {arrow_field.type}, "
+                                f"{what}")
+        required = arrow_field.name in unique_key or (partitioned and arrow_field.name == PARTITION_COLUMN)
+        columns.append(Column(arrow_field.name, column_type, required))
+    sort_keys = tuple(sort) or ((PARTITION_COLUMN,) if partitioned else ())
+    return DatasetContract(name, description or f"Derived dataset {name}.", tuple(columns),
+                           sort_keys=sort_keys, unique_key=tuple(unique_key), partitioned=partitioned)
+
+
 # ----------------------------------------------------------------------------- conform rows
 
 
@@ -288,9 +366,9 @@ def _kind_fits(source: pa.DataType, target: str) -> bool:
         return bool(pa.types.is_integer(source))
     if target in ("float", "double"):
         return bool(pa.types.is_floating(source))
-    if target == "string":
+    if target == "string":  # a decimal as its exact text (derived datasets)
         return bool(pa.types.is_string(source) or pa.types.is_large_string(source)
-                    or pa.types.is_string_view(source))
+                    or pa.types.is_string_view(source) or pa.types.is_decimal(source))
     if target == "binary":
         return bool(pa.types.is_binary(source) or pa.types.is_large_binary(source)
                     or pa.types.is_fixed_size_binary(source) or pa.types.is_binary_view(source))

@@ -16,6 +16,7 @@ from operators.aggregator import AggregatePayload, aggregate_batch
 from operators.cryo_ingest import IngestPayload, NotYetConfirmed, ingest_chunk
 from operators.parquet_compact import Compacted, CompactPayload, compact_partition
 from operators.range_splitter import SplitPayload
+from operators.sql_transform import ResultFile, TransformPayload, transform
 from tracekit.errors import ConfigError
 from tracekit.iceberg import DatasetTable
 
@@ -121,5 +122,43 @@ async def parquet_compact(ctx: TaskContext) -> Sequence[OutputIn]:
                      sha256=staged.sha256, block_start=params.start_block, block_end=params.end_block)]
 
 
+async def sql_transform(ctx: TaskContext) -> Sequence[OutputIn]:
+    """The job's SQL over its inputs, each read at the snapshot the run pinned
+    (``params.inputs``) -> the one output dataset's files (one per partition of the result, or
+    one) under this attempt's staging prefix, each with the blocks its rows hold. Bad SQL, an
+    input the run does not pin, or not exactly one output is one ConfigError line."""
+    payload = TransformPayload.parse(ctx.payload)
+    if len(ctx.task.writes) != 1:
+        declared = ", ".join(ctx.task.writes) or "none"
+        raise ConfigError(f"sql_transform: the job must declare exactly one output dataset; it declares "
+                          f"{declared}")
+    open_catalog = ctx.env.open_catalog
+    if open_catalog is None:
+        raise ConfigError("sql_transform: this worker cannot open the Iceberg catalog (no warehouse beside"
+                          " TRACE_OBJECT_STORE)")
+    output = ctx.task.writes[0]
+
+    def run() -> list[ResultFile]:
+        catalog = open_catalog()
+        try:
+            return transform(catalog, payload, output)
+        finally:
+            catalog.close()
+
+    ctx.check()
+    files = await asyncio.to_thread(run)
+    outputs = []
+    for f in files:
+        ctx.check()
+        staged = await ctx.stage_bytes(f.name, f.data)
+        outputs.append(OutputIn(dataset_id=output, uri=staged.uri, rows=f.rows, bytes=staged.bytes,
+                                sha256=staged.sha256, block_start=f.block_start, block_end=f.block_end))
+    pins = ", ".join(f"{dataset} v{pin.version}" for dataset, pin in sorted(payload.params.inputs.items()))
+    ctx.log("info", f"{output}: {sum(f.rows for f in files)} rows in {len(files)} file(s); pinned inputs: "
+                    f"{pins or 'none'}")
+    return outputs
+
+
 OPERATORS: dict[str, Operator] = {"range_splitter": range_splitter, "cryo_ingest": cryo_ingest,
-                                  "aggregator": aggregator, "parquet_compact": parquet_compact}
+                                  "aggregator": aggregator, "parquet_compact": parquet_compact,
+                                  "sql_transform": sql_transform}
