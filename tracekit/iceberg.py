@@ -259,12 +259,18 @@ def ensure_table(catalog: Catalog, namespace: str, contract: DatasetContract) ->
 
 
 def _partition_problem(table: Table, contract: DatasetContract) -> str | None:
+    """Why the table's partitioning is not the contract's (``truncate[W](block_number)``, or none
+    for an unpartitioned contract), None when it is."""
     schema = table.schema()
     fields = [(schema.find_column_name(f.source_id), f.transform) for f in table.spec().fields]
-    if fields != [(PARTITION_COLUMN, TruncateTransform(contract.partition_width))]:
-        shown = ", ".join(f"{transform}({column})" for column, transform in fields) or "none"
-        return (f"partitioned by {shown}, the contract by truncate[{contract.partition_width}]"
-                f"({PARTITION_COLUMN}); a new partition width needs a new table")
+    wanted: list[tuple[str, Any]] = \
+        [(PARTITION_COLUMN, TruncateTransform(contract.partition_width))] if contract.partitioned else []
+    if fields != wanted:
+        shown = ", ".join(f"{transform}({column})" for column, transform in fields) or "nothing"
+        theirs = f"truncate[{contract.partition_width}]({PARTITION_COLUMN})" if contract.partitioned \
+            else "nothing (unpartitioned)"
+        needs = "a new partition width" if fields and wanted else "another partitioning"
+        return f"partitioned by {shown}, the contract by {theirs}; {needs} needs a new table"
     return None
 
 
