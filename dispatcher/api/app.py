@@ -29,6 +29,7 @@ from dispatcher.api.deps import ApiConfig, Deps
 from dispatcher.api.deps import public as public_auth
 from dispatcher.backfill import ensure_backfill_dag
 from dispatcher.catalog import PgJobCatalog
+from dispatcher.datasets.compact import ensure_compact_dag
 from dispatcher.datasets.finalize import ensure_finalize_dag
 from dispatcher.errors import NotAllowed, NotFound
 from dispatcher.store import TaskStore
@@ -69,6 +70,8 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
                 await ensure_backfill_dag(url, config.org_id)
                 if config.finalize is not None:
                     await ensure_finalize_dag(url, config.org_id)
+                if config.warehouse is not None:  # compaction makes versions: only with a warehouse
+                    await ensure_compact_dag(url, config.org_id)
                 catalog = PgJobCatalog(active)
                 store = TaskStore(active, catalog, lease=timedelta(seconds=config.lease_s))
                 app.state.deps = Deps(config, store, Views(active), catalog)

@@ -8,17 +8,22 @@ dataset and version at fault. Every request is audited like the rest of the API.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from dispatcher.api.deps import D, Public, problem
 from dispatcher.api.models import Problem
+from dispatcher.datasets.compact import CompactUnavailable, Plan, compact_next
 from dispatcher.datasets.pointers import CutoverRefused, PointerSetNotFound, RollbackRefused, VersionNotFound
 from dispatcher.datasets.store import Applied, DatasetNotFound, DatasetStore
 from dispatcher.protocol import RequestBody
+from operators.parquet_compact import Partition
+from tracekit.errors import ConfigError
+from tracekit.iceberg import open_catalog
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses={401: {"model": Problem}, 422: {"model": Problem}})
@@ -170,3 +175,82 @@ async def rollback(body: RollbackRequest, d: D, actor: Public) -> AppliedView:
     except RollbackRefused as exc:
         raise problem(409, "rollback_refused", str(exc)) from exc
     return _applied(applied)
+
+
+class CompactRequest(RequestBody):
+    partition: int | None = Field(None, ge=0, le=MAX_NUMBER, description=(
+        "The first block of the partition to compact (a multiple of the contract's partition width); "
+        "default: the first partition with min_files files or more"))
+    min_files: int = Field(2, ge=1, le=1_000_000,
+                           description="Compact a partition holding this many files or more")
+
+
+class PartitionView(BaseModel):
+    start: int
+    end: int
+    first_block: int = Field(description="The blocks its files cover (the range the commit replaces)")
+    last_block: int
+    files: int
+    rows: int
+    bytes: int
+
+
+class CompactView(BaseModel):
+    dataset_id: str
+    version: int | None = Field(description="The version read (the current one)")
+    run_id: uuid.UUID | None = Field(description="The run compacting `partition` (None: nothing to compact)")
+    created: bool = Field(description="False: the run was started before for this partition and version")
+    partition: PartitionView | None
+    remaining: list[PartitionView] = Field(
+        description="Partitions to compact once this run is committed (ask again then)")
+    detail: str
+
+
+def _partition(p: Partition) -> PartitionView:
+    return PartitionView(start=p.start, end=p.end, first_block=p.first_block, last_block=p.last_block,
+                         files=len(p.files), rows=p.rows, bytes=p.bytes)
+
+
+def _compact_detail(plan: Plan, run_id: uuid.UUID | None, created: bool, remaining: int) -> str:
+    if run_id is None:
+        return plan.nothing()
+    part = plan.chosen[0]
+    text = (f"run {run_id} {'started' if created else '(started before)'}: {part} of {plan.dataset} version "
+            f"{plan.version}, {len(part.files)} files, {part.rows} rows (blocks {part.first_block}.."
+            f"{part.last_block}) -> 1 file")
+    return text + (f"; {remaining} more partition(s) to compact once it is committed" if remaining else "")
+
+
+@router.post("/{dataset_id}/compact", status_code=201, response_model=CompactView,
+             responses={200: {"model": CompactView, "description": "Nothing to compact, or the run started "
+                                                                  "before for this partition and version"},
+                        404: {"model": Problem}, 503: {"model": Problem}},
+             summary="Rewrite a partition's small files as one file: a new version with the same rows")
+async def compact(dataset_id: DatasetId, d: D, actor: Public, response: Response,
+                  body: CompactRequest | None = None) -> CompactView:
+    config = d.config
+    warehouse, s3 = config.warehouse, config.s3
+    if warehouse is None:
+        raise problem(503, "compact_unavailable", "the dispatcher has no warehouse: it makes no versions")
+    asked = body or CompactRequest()
+    store = _store(d)
+    url = store.url
+    chain_id, chain = next(iter(config.chains.items())) if len(config.chains) == 1 else (None, None)
+    try:
+        started = await compact_next(d.store, store, lambda: open_catalog(url, warehouse, s3), dataset_id,
+                                     partition=asked.partition, min_files=asked.min_files, chain_id=chain_id,
+                                     chain=chain, submitted_by=actor)
+    except DatasetNotFound as exc:
+        raise problem(404, "dataset_not_found", str(exc)) from exc
+    except CompactUnavailable as exc:
+        raise problem(503, "compact_unavailable", str(exc)) from exc
+    except ConfigError as exc:  # not a chain dataset, a partition not aligned or without rows
+        raise problem(422, "compact_refused", str(exc)) from exc
+    if not started.created:
+        response.status_code = 200
+    plan = started.plan
+    return CompactView(dataset_id=dataset_id, version=plan.version, run_id=started.run_id,
+                       created=started.created,
+                       partition=None if started.partition is None else _partition(started.partition),
+                       remaining=[_partition(p) for p in started.remaining],
+                       detail=_compact_detail(plan, started.run_id, started.created, len(started.remaining)))

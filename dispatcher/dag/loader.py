@@ -259,10 +259,11 @@ def check_together(dags: Sequence[LoadedDag]) -> list[str]:
 
 _BUILTIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
-CHAIN_DAGS = frozenset({"backfill", "finalize"})
+CHAIN_DAGS = frozenset({"backfill", "finalize", "compact"})
 """The built-in DAGs that write the chain datasets together: ``backfill`` the history a user asks
-for, ``finalize`` the final blocks of the hot tables. Each of their runs replaces only its own block
-range, so they share ownership: neither refuses the other's datasets (the first keeps the claim)."""
+for, ``finalize`` the final blocks of the hot tables, ``compact`` a partition's files rewritten as
+one. Each of their runs replaces only its own block range, so they share ownership: none refuses
+the others' datasets (the first keeps the claim)."""
 
 
 def builtin_names() -> list[str]:

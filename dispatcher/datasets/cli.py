@@ -181,3 +181,76 @@ def show_report(report: GcReport, *, org: str, kept: int, console: Console) -> N
         shown = ", ".join(report.outside[:5]) + (" ..." if len(report.outside) > 5 else "")
         console.print(f"{len(report.outside)} file(s) only expired snapshots used are outside the object "
                       f"store; left: {shown}", highlight=False)
+
+
+@app.command("compact")
+def compact(
+    dataset: Annotated[str, typer.Argument(help="A chain dataset (blocks, transactions, logs, ...)")],
+    partition: Annotated[int | None, typer.Option(
+        "--partition", min=0, help="The first block of the partition to compact (a multiple of its width, "
+                                   "10000); default: every partition with --min-files files or more")] = None,
+    min_files: Annotated[int, typer.Option("--min-files", min=1,
+                                           help="Compact a partition holding this many files or more")] = 2,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for each run's commit, then compact "
+                                                                "the next partition")] = True,
+    org: OrgOption = "default",
+) -> None:
+    """Rewrite the small files of a partition as one file: a new version with the same rows. One run
+    per partition, one after the other (each reads the current version; its commit makes the next).
+    The dispatcher (with its warehouse) and a worker do the work; env as for gc."""
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from dispatcher.catalog import PgJobCatalog
+    from dispatcher.cli import warehouse_of
+    from dispatcher.datasets.compact import Started, compact_next, wait_commit
+    from dispatcher.store import TaskStore
+    from operators.cryo_ingest import chain_name
+    from tracekit.iceberg import open_catalog
+    from tracekit.objects import parse_store_url
+
+    settings = load_settings()
+    url = settings.resolved_database_url
+    try:
+        s3 = (settings.s3_config(create_secrets=False)
+              if parse_store_url(settings.resolved_object_store).bucket is not None else None)
+    except ValueError as exc:  # an unreadable secrets file
+        raise TraceError(str(exc)) from exc
+    warehouse = warehouse_of(settings.resolved_object_store)
+    store = _store(org)
+
+    async def start(after: int | None) -> Started:
+        async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
+            tasks = TaskStore(pool, PgJobCatalog(pool))
+            return await compact_next(tasks, store, lambda: open_catalog(url, warehouse, s3), dataset,
+                                      partition=partition, min_files=min_files, after=after,
+                                      chain_id=settings.chain_id, chain=chain_name(settings.chain_id),
+                                      submitted_by=getpass.getuser())
+
+    done: list[str] = []
+    after = None
+    while True:
+        started = asyncio.run(start(after))
+        plan, part = started.plan, started.partition
+        if started.run_id is None or part is None:
+            typer.echo(f"compacted {len(done)} partition(s) of {dataset}: version {plan.version} is current"
+                       if done else plan.nothing())
+            return
+        typer.echo(f"{dataset} {part} (blocks {part.first_block}..{part.last_block}) of version "
+                   f"{plan.version}: {len(part.files)} files, {part.rows} rows -> run {started.run_id} "
+                   f"{'started' if started.created else '(started before)'}")
+        if not wait:
+            if started.remaining:
+                typer.echo(f"{len(started.remaining)} more partition(s) to compact once it is committed")
+            return
+        outcome = wait_commit(url, org, started.run_id)
+        if not outcome.committed:
+            ended = f"commit {outcome.commit_state}" if outcome.state == "succeeded" else outcome.state
+            why = outcome.error or "no file"
+            raise TraceError(f"run {started.run_id} ({dataset} {part}): {ended}: {why}")
+        typer.echo(f"  committed: {dataset} version {outcome.versions.get(dataset)}")
+        done.append(str(part))
+        if partition is not None:
+            return
+        after = part.start
