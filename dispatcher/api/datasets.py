@@ -230,10 +230,14 @@ async def compact(dataset_id: DatasetId, d: D, actor: Public, response: Response
                   body: CompactRequest | None = None) -> CompactView:
     config = d.config
     warehouse, s3 = config.warehouse, config.s3
+    store = _store(d)
     if warehouse is None:
+        try:
+            await asyncio.to_thread(store.versions, dataset_id, limit=1)
+        except DatasetNotFound as exc:
+            raise problem(404, "dataset_not_found", str(exc)) from exc
         raise problem(503, "compact_unavailable", "the dispatcher has no warehouse: it makes no versions")
     asked = body or CompactRequest()
-    store = _store(d)
     url = store.url
     chain_id, chain = next(iter(config.chains.items())) if len(config.chains) == 1 else (None, None)
     try:
