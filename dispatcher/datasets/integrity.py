@@ -154,10 +154,13 @@ def _differs(h: int, row: Mapping[str, Any] | None, theirs: NodeBlock | None) ->
 
 
 def _gaps(blocks: pa.Table, first: int, last: int) -> list[Problem]:
-    present = pc.unique(blocks[BLOCK]).cast(pa.int64())
-    present = present.filter(pc.and_(pc.greater_equal(present, first), pc.less_equal(present, last)))
-    numbers = pa.concat_arrays([pa.array([first - 1], pa.int64()), present.take(pc.sort_indices(present)),
-                                pa.array([last + 1], pa.int64())])
+    present = blocks[BLOCK].combine_chunks().cast(pa.int64())
+    if len(present) and not _within(present, first, last):
+        present = present.filter(pc.and_(pc.greater_equal(present, first), pc.less_equal(present, last)))
+    if not _ascending(present):
+        present = present.take(pc.sort_indices(present))
+    # a number present twice is a step of 0: only steps > 1 are gaps, so no need to deduplicate
+    numbers = pa.concat_arrays([pa.array([first - 1], pa.int64()), present, pa.array([last + 1], pa.int64())])
     steps = pc.subtract(numbers.slice(1), numbers.slice(0, len(numbers) - 1))
     found = pc.indices_nonzero(pc.greater(steps, 1)).to_pylist()
     listed = [Problem("blocks", "gap", _missing(numbers[i].as_py() + 1, numbers[i + 1].as_py() - 1))
@@ -168,11 +171,11 @@ def _gaps(blocks: pa.Table, first: int, last: int) -> list[Problem]:
 def _links(blocks: pa.Table, first: int, last: int, neighbours: pa.Table | None) -> list[Problem]:
     columns = [BLOCK, "block_hash", "parent_hash"]
     chain = blocks.select(columns)
+    outside = chain.slice(0, 0)
     if neighbours is not None:
         outside = neighbours.select(columns).cast(chain.schema)
         outside = outside.filter(pc.is_in(outside[BLOCK], pa.array([first - 1, last + 1], pa.int64())))
-        chain = pa.concat_tables([chain, outside])
-    chain = chain.sort_by(BLOCK)
+    chain = _in_block_order(chain, outside, first, last)
     if chain.num_rows < 2:
         return []
     numbers, hashes, parents = (chain[c].combine_chunks() for c in columns)
@@ -192,7 +195,7 @@ def _links(blocks: pa.Table, first: int, last: int, neighbours: pa.Table | None)
 
 
 def _duplicates(dataset: str, rows: pa.Table, key: Sequence[str]) -> list[Problem]:
-    if rows.num_rows == 0:
+    if rows.num_rows == 0 or _strictly_ascending(rows, key):  # keys in ascending order: none twice
         return []
     counted = rows.select(list(key)).group_by(list(key)).aggregate([([], "count_all")])
     twice = counted.filter(pc.greater(counted["count_all"], 1)).sort_by([(k, "ascending") for k in key])
@@ -225,6 +228,53 @@ def _log_transactions(blocks: pa.Table, logs: pa.Table) -> list[Problem]:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def _within(numbers: pa.Array, first: int, last: int) -> bool:
+    """Whether every number (none null) is in ``first..last``."""
+    if numbers.null_count:
+        return False
+    span = pc.min_max(numbers)
+    return bool(first <= span["min"].as_py() and span["max"].as_py() <= last)
+
+
+def _ascending(numbers: pa.Array) -> bool:
+    """Whether ``numbers`` (none null) never decrease: a stable sort would change nothing."""
+    n = len(numbers)
+    if numbers.null_count:
+        return False
+    return n < 2 or bool(pc.all(pc.greater_equal(numbers.slice(1), numbers.slice(0, n - 1))).as_py())
+
+
+def _in_block_order(chain: pa.Table, outside: pa.Table, first: int, last: int) -> pa.Table:
+    """``chain`` then ``outside`` (only blocks ``first - 1`` and ``last + 1``) stably sorted by block
+    number. When ``chain`` is in order already and within ``first..last``, that is block
+    ``first - 1``, ``chain``, block ``last + 1``: no sort needed."""
+    numbers = chain[BLOCK].combine_chunks().cast(pa.int64())
+    if _ascending(numbers) and (len(numbers) == 0 or _within(numbers, first, last)):
+        before = outside.filter(pc.equal(outside[BLOCK], first - 1))
+        after = outside.filter(pc.equal(outside[BLOCK], last + 1))
+        return pa.concat_tables([before, chain, after])
+    return pa.concat_tables([chain, outside]).sort_by(BLOCK)
+
+
+def _strictly_ascending(rows: pa.Table, key: Sequence[str]) -> bool:
+    """Whether each row's ``key`` is greater than the row's before it (the columns compared in
+    order, none null): then no two rows share a key. Only for integer and byte-string keys."""
+    n = rows.num_rows
+    if n < 2:
+        return True
+    columns = [rows[k].combine_chunks() for k in key]
+    if any(c.null_count or not (pa.types.is_integer(c.type) or pa.types.is_binary(c.type)
+                                or pa.types.is_large_binary(c.type) or pa.types.is_string(c.type)
+                                or pa.types.is_large_string(c.type)) for c in columns):
+        return False
+    greater: pa.Array | None = None
+    for column in reversed(columns):
+        now, before = column.slice(1), column.slice(0, n - 1)
+        step = pc.greater(now, before)
+        greater = step if greater is None else pc.or_(step, pc.and_(pc.equal(now, before), greater))
+    return greater is not None and bool(pc.all(greater).as_py())
 
 
 def _headers(blocks: pa.Table) -> pa.Table:
