@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pyarrow as pa
 import pytest
@@ -285,3 +286,14 @@ async def test_bad_input_is_one_line_and_changes_nothing(
                                     "has "), result.output
     assert result.output.strip().endswith("file(s), fewer than --min-files 1000")
     assert store.pin() == pinned and await _compact_runs(stack) == runs
+
+    # authorised and audited like every endpoint
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+        r = await http.post("/v1/datasets/blocks/compact", json={})
+        assert r.status_code == 401, r.text
+    audited = "SELECT actor, status FROM state.audit_log WHERE org_id = %s AND method = 'POST' AND path = %s"
+    async with await psycopg.AsyncConnection.connect(stack.pg_url) as conn:
+        cur = await conn.execute(audited, (stack.config.org_id, "/v1/datasets/nope/compact"))
+        assert await cur.fetchall() == [("api-token", 404)]
+        cur = await conn.execute(audited, (stack.config.org_id, "/v1/datasets/blocks/compact"))
+        assert ("anonymous", 401) in await cur.fetchall()
