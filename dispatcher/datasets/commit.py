@@ -36,8 +36,12 @@ from typing import Any, NoReturn
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from prometheus_client import Counter
 from pyiceberg.catalog import Catalog
+from pyiceberg.io.pyarrow import ArrowScan, PyArrowFileIO, schema_to_pyarrow
+from pyiceberg.table import DataScan, FileScanTask
+from pyiceberg.utils.concurrent import ExecutorFactory
 
 from dispatcher.datasets.finalize import cold_watermarks
 from dispatcher.datasets.integrity import (
@@ -224,22 +228,24 @@ def _check(staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable], ch
            config: IntegrityConfig) -> list[Problem]:
     """Read the staged snapshots' rows in the run's block range and check them: the blocks also
     one block either side, where the snapshot holds the version it continues (a staged snapshot
-    starts from ``main``, the current version, with the range replaced)."""
+    starts from ``main``, the current version, with the range replaced). Every dataset's files
+    are read at once, in parallel (:func:`_plan`, :func:`_read`)."""
     ranges = [made.build.block_range for made in staged.values() if made.build.block_range is not None]
     if not ranges:
         return []
     first, last = min(r[0] for r in ranges), max(r[1] for r in ranges)
     keys = {dataset: dataset_contract(dataset).unique_key for dataset in staged}
+    plans = {dataset: _plan(tables[dataset], made.snapshot, *_span(dataset, first, last),
+                            columns_needed(dataset, keys[dataset])) for dataset, made in staged.items()}
+    jobs = [(plan, task) for plan in plans.values() for task in plan.tasks]
+    parts = iter(ExecutorFactory.get_or_create().map(lambda job: _read(job[0], job[1], first, last), jobs))
     rows: dict[str, pa.Table] = {}
     neighbours = None
-    for dataset, made in staged.items():
-        columns = columns_needed(dataset, keys[dataset])
+    for dataset, plan in plans.items():
+        inside, outside = _joined(plan, [next(parts) for _ in plan.tasks])
+        rows[dataset] = inside
         if dataset == "blocks":
-            around = _rows(tables[dataset], made.snapshot, max(first - 1, 0), last + 1, columns)
-            inside = pc.and_(pc.greater_equal(around[BLOCK], first), pc.less_equal(around[BLOCK], last))
-            rows[dataset], neighbours = around.filter(inside), around.filter(pc.invert(inside))
-        else:
-            rows[dataset] = _rows(tables[dataset], made.snapshot, first, last, columns)
+            neighbours = outside
     problems = check_range(first, last, rows, keys, neighbours=neighbours)
     url = config.rpc_urls.get(chain_id) if isinstance(chain_id, int) else None
     if url is not None and config.samples > 0:
@@ -249,11 +255,104 @@ def _check(staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable], ch
     return problems
 
 
+def _span(dataset: str, first: int, last: int) -> tuple[int, int]:
+    """The blocks of ``dataset`` the check reads: ``blocks`` one either side of the range."""
+    return (max(first - 1, 0), last + 1) if dataset == "blocks" else (first, last)
+
+
 def _rows(table: DatasetTable, snapshot: int, first: int, last: int, columns: Sequence[str]) -> pa.Table:
     """``columns`` of the snapshot's rows of blocks ``first..last`` (only their files are read)."""
+    plan = _plan(table, snapshot, first, last, columns)
+    return _joined(plan, [_read(plan, task, first, last) for task in plan.tasks])[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The data files of a snapshot that hold rows of blocks ``low..high``, as pyiceberg's scan of
+    ``columns`` with that row filter plans them; ``io``: the files are read with pyarrow through
+    it (None: by pyiceberg's own scan)."""
+
+    scan: DataScan
+    tasks: tuple[FileScanTask, ...]
+    low: int
+    high: int
+    schema: pa.Schema  # the scan's projection, as pyiceberg reads it
+    io: PyArrowFileIO | None
+
+
+_PARQUET = ds.ParquetFileFormat(pre_buffer=True)
+
+
+def _plan(table: DatasetTable, snapshot: int, low: int, high: int, columns: Sequence[str]) -> _Plan:
     scan = table.table().scan(snapshot_id=snapshot, selected_fields=tuple(columns),
-                              row_filter=f"{BLOCK} >= {first} and {BLOCK} <= {last}")
-    return scan.to_arrow()
+                              row_filter=f"{BLOCK} >= {low} and {BLOCK} <= {high}")
+    tasks = tuple(scan.plan_files())
+    schema = schema_to_pyarrow(scan.projection(), include_field_ids=False)
+    # pyarrow reads a file as pyiceberg would when no delete file removes rows of it
+    io = scan.io if isinstance(scan.io, PyArrowFileIO) else None
+    deletes = any(task.delete_files for task in tasks)
+    return _Plan(scan, tasks, low, high, schema, None if deletes else io)
+
+
+def _read(plan: _Plan, task: FileScanTask, first: int, last: int) -> tuple[pa.Table, pa.Table]:
+    """One file's rows of blocks ``plan.low..plan.high``: those in ``first..last``, and the others.
+    Read with pyarrow directly (only the plan's columns, row groups by their statistics, the file
+    size from the manifest): pyiceberg's scan resolves each file's schema in Python, which cost
+    more than reading the columns. A file whose columns pyiceberg would resolve otherwise than by
+    their names (field ids in the file, a name mapped to another field) is read by pyiceberg."""
+    scan = plan.scan
+    names = plan.schema.names
+    rows: pa.Table | None = None
+    if plan.io is not None:
+        scheme, netloc, path = PyArrowFileIO.parse_location(task.file.file_path, plan.io.properties)
+        fragment = _PARQUET.make_fragment(path, filesystem=plan.io.fs_by_scheme(scheme, netloc),
+                                          file_size=task.file.file_size_in_bytes)
+        if _by_name(fragment.physical_schema, scan):
+            rows = fragment.to_table(columns=names, filter=(ds.field(BLOCK) >= plan.low)
+                                     & (ds.field(BLOCK) <= plan.high))
+            wanted = pa.schema([f.with_type(_widened(f.type, plan.schema.field(f.name).type))
+                                for f in rows.schema])
+            if wanted != rows.schema:
+                rows = rows.cast(wanted)
+    if rows is None:
+        rows = ArrowScan(scan.table_metadata, scan.io, scan.projection(), scan.row_filter,
+                         scan.case_sensitive).to_table([task])
+    numbers = rows[BLOCK]
+    span = pc.min_max(numbers)
+    if rows.num_rows == 0 or (first <= span["min"].as_py() and span["max"].as_py() <= last):
+        return rows, rows.slice(0, 0)
+    inside = pc.and_(pc.greater_equal(numbers, first), pc.less_equal(numbers, last))
+    return rows.filter(inside), rows.filter(pc.invert(inside))
+
+
+def _by_name(physical: pa.Schema, scan: DataScan) -> bool:
+    """Whether pyiceberg would read each projected column from the file's column of its name:
+    the file has no field ids, and the table's name mapping maps that name, and no other of the
+    file's, to the column's field id."""
+    if any(field.metadata and b"PARQUET:field_id" in field.metadata for field in physical):
+        return False
+    mapping = scan.table_metadata.name_mapping()
+    if mapping is None:
+        return False
+    ids = {name: mapped.field_id for mapped in mapping for name in mapped.names}
+    return all([name for name in physical.names if ids.get(name) == field.field_id] == [field.name]
+               for field in scan.projection().fields)
+
+
+def _widened(found: pa.DataType, wanted: pa.DataType) -> pa.DataType:
+    """A file's number column is read as the table's (wider) type, as pyiceberg promotes it."""
+    numbers = (pa.types.is_integer(found) and pa.types.is_integer(wanted)) or \
+        (pa.types.is_floating(found) and pa.types.is_floating(wanted))
+    return wanted if numbers else found
+
+
+def _joined(plan: _Plan, parts: Sequence[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table]:
+    """The files' rows in block order of the plan (as pyiceberg's scan concatenates them): those
+    of the range, and the others."""
+    if not parts:
+        return plan.schema.empty_table(), plan.schema.empty_table()
+    return (pa.concat_tables([inside for inside, _ in parts], promote_options="permissive"),
+            pa.concat_tables([outside for _, outside in parts], promote_options="permissive"))
 
 
 def _refuse(store: DatasetStore, staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable],
