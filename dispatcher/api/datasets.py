@@ -228,16 +228,23 @@ def _compact_detail(plan: Plan, run_id: uuid.UUID | None, created: bool, remaini
              summary="Rewrite a partition's small files as one file: a new version with the same rows")
 async def compact(dataset_id: DatasetId, d: D, actor: Public, response: Response,
                   body: CompactRequest | None = None) -> CompactView:
+    with _store(d) as store:
+        view = await _compact(store, dataset_id, d, actor, body or CompactRequest())
+    if not view.created:
+        response.status_code = 200
+    return view
+
+
+async def _compact(store: DatasetStore, dataset_id: str, d: D, actor: str, asked: CompactRequest
+                   ) -> CompactView:
     config = d.config
     warehouse, s3 = config.warehouse, config.s3
-    store = _store(d)
     if warehouse is None:
         try:
             await asyncio.to_thread(store.versions, dataset_id, limit=1)
         except DatasetNotFound as exc:
             raise problem(404, "dataset_not_found", str(exc)) from exc
         raise problem(503, "compact_unavailable", "the dispatcher has no warehouse: it makes no versions")
-    asked = body or CompactRequest()
     url = store.url
     chain_id, chain = next(iter(config.chains.items())) if len(config.chains) == 1 else (None, None)
     try:
@@ -250,8 +257,6 @@ async def compact(dataset_id: DatasetId, d: D, actor: Public, response: Response
         raise problem(503, "compact_unavailable", str(exc)) from exc
     except ConfigError as exc:  # not a chain dataset, a partition not aligned or without rows
         raise problem(422, "compact_refused", str(exc)) from exc
-    if not started.created:
-        response.status_code = 200
     plan = started.plan
     return CompactView(dataset_id=dataset_id, version=plan.version, run_id=started.run_id,
                        created=started.created,

@@ -228,29 +228,32 @@ def compact(
                                       chain_id=settings.chain_id, chain=chain_name(settings.chain_id),
                                       submitted_by=getpass.getuser())
 
-    done: list[str] = []
-    after = None
-    while True:
-        started = asyncio.run(start(after))
-        plan, part = started.plan, started.partition
-        if started.run_id is None or part is None:
-            typer.echo(f"compacted {len(done)} partition(s) of {dataset}: version {plan.version} is current"
-                       if done else plan.nothing())
-            return
-        typer.echo(f"{dataset} {part} (blocks {part.first_block}..{part.last_block}) of version "
-                   f"{plan.version}: {len(part.files)} files, {part.rows} rows -> run {started.run_id} "
-                   f"{'started' if started.created else '(started before)'}")
-        if not wait:
-            if started.remaining:
-                typer.echo(f"{len(started.remaining)} more partition(s) to compact once it is committed")
-            return
-        outcome = wait_commit(url, org, started.run_id)
-        if not outcome.committed:
-            ended = f"commit {outcome.commit_state}" if outcome.state == "succeeded" else outcome.state
-            why = outcome.error or "no file"
-            raise TraceError(f"run {started.run_id} ({dataset} {part}): {ended}: {why}")
-        typer.echo(f"  committed: {dataset} version {outcome.versions.get(dataset)}")
-        done.append(str(part))
-        if partition is not None:
-            return
-        after = part.start
+    try:
+        done: list[str] = []
+        after = None
+        while True:
+            started = asyncio.run(start(after))
+            plan, part = started.plan, started.partition
+            if started.run_id is None or part is None:
+                typer.echo(f"compacted {len(done)} partition(s) of {dataset}: version {plan.version} is "
+                           "current" if done else plan.nothing())
+                return
+            typer.echo(f"{dataset} {part} (blocks {part.first_block}..{part.last_block}) of version "
+                       f"{plan.version}: {len(part.files)} files, {part.rows} rows -> run {started.run_id} "
+                       f"{'started' if started.created else '(started before)'}")
+            if not wait:
+                if started.remaining:
+                    typer.echo(f"{len(started.remaining)} more partition(s) to compact once it is committed")
+                return
+            outcome = wait_commit(url, org, started.run_id)
+            if not outcome.committed:
+                ended = f"commit {outcome.commit_state}" if outcome.state == "succeeded" else outcome.state
+                why = outcome.error or "no file"
+                raise TraceError(f"run {started.run_id} ({dataset} {part}): {ended}: {why}")
+            typer.echo(f"  committed: {dataset} version {outcome.versions.get(dataset)}")
+            done.append(str(part))
+            if partition is not None:
+                return
+            after = part.start
+    finally:
+        store.close()  # its kept connection

@@ -100,6 +100,13 @@ async def backfilled(stack: DispatcherStack, history: History) -> int:
     return last
 
 
+@pytest.fixture
+def store(stack: DispatcherStack) -> Iterator[DatasetStore]:
+    """The org's dataset store (what `trace datasets` reads)."""
+    with DatasetStore(stack.pg_url, stack.config.org_id) as opened:
+        yield opened
+
+
 # -- readers (pyiceberg's own catalog: no Trace code reads the rows) ----------------------------------
 
 
@@ -163,9 +170,8 @@ def _cli(stack: DispatcherStack, object_store: TestStore, monkeypatch: pytest.Mo
 
 
 async def test_compaction_makes_a_version_with_one_file_per_partition_and_the_same_rows(
-        stack: DispatcherStack, object_store: TestStore, backfilled: int,
+        stack: DispatcherStack, object_store: TestStore, backfilled: int, store: DatasetStore,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    store = DatasetStore(stack.pg_url, stack.config.org_id)
     assert dict(store.pin().pointers) == dict.fromkeys(DATASETS, 1)
     v1 = {d: _snapshot(store, d, 1) for d in DATASETS}
     with _tables(stack) as tables:
@@ -255,9 +261,8 @@ async def test_compaction_makes_a_version_with_one_file_per_partition_and_the_sa
 
 
 async def test_bad_input_is_one_line_and_changes_nothing(
-        stack: DispatcherStack, object_store: TestStore, backfilled: int,
+        stack: DispatcherStack, object_store: TestStore, backfilled: int, store: DatasetStore,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    store = DatasetStore(stack.pg_url, stack.config.org_id)
     store.ensure_dataset("daily_volume", table_name="derived.daily_volume", kind="derived")
     pinned, runs = store.pin(), await _compact_runs(stack)
     cases = [
