@@ -4,29 +4,32 @@
 1. Read the batch in ONE read-only REPEATABLE READ transaction (every table at the same moment;
    ``hot.sql``): its blocks from ``hot.blocks``, and of the other tables only the rows of the
    block hash ``hot.blocks`` holds at their height (rows of an orphaned block that a sink has not
-   deleted yet never go cold).
+   deleted yet never go cold: :func:`canonical_rows`). Each table's rows come as CSV (``COPY ...
+   TO STDOUT``) parsed into Arrow at once (``pyarrow.csv``): no Python object per value.
 2. Refuse a batch that is not final (it ends above the hot head minus the finality depth), has a
    gap in ``hot.blocks``, blocks that do not link, or blocks missing transactions or logs
    (:mod:`.check`: retryable, the batch is tried again later). Nothing is written then.
-3. Convert each dataset's rows to its contract (:mod:`.transform`) and encode them as Parquet,
-   one file per partition of the dataset's table the batch spans (:func:`.plan.pieces`), named
-   ``{chain}__{dataset}__{start:08d}_to_{end:08d}.parquet`` like every dataset file.
+3. Convert each dataset's rows to its contract (:func:`.transform.hot_table`, a column at a time)
+   and encode them as Parquet, one file per partition of the dataset's table the batch spans
+   (:func:`.plan.pieces`), named ``{chain}__{dataset}__{start:08d}_to_{end:08d}.parquet`` like
+   every dataset file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from psycopg import IsolationLevel
+from psycopg import Cursor, IsolationLevel
 
-from operators.aggregator.check import NotYetFinal, check_blocks, check_counts
+from operators.aggregator.check import NotYetFinal, check_blocks, check_found
 from operators.aggregator.plan import Batch, final_head, pieces
-from operators.aggregator.transform import DATASETS, HOT_COLUMNS, dataset_table
+from operators.aggregator.transform import DATASETS, HOT_COLUMNS, HOT_TYPES, hot_schema, hot_table
 from tracekit.datasets import contract
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
@@ -34,6 +37,17 @@ from tracekit.db.queries import load_queries
 _SQL = load_queries("operators.aggregator", "hot.sql")
 COMPRESSION = "zstd"  # as every dataset file (operators/cryo_ingest/files.py)
 ROW_GROUP_ROWS = 256 * 1024
+CSV_BLOCK_BYTES = 16 << 20  # pyarrow.csv parses blocks of this size in parallel, one Arrow chunk each
+
+# the columns read of each hot table (hot.sql): HOT_COLUMNS, and blocks' log_count (for the checks),
+# the block_hash of transactions and logs (to keep the canonical block's rows)
+_EXTRA: Final[Mapping[str, Mapping[str, str]]] = {"blocks": {"log_count": "integer"},
+                                                  "transactions": {"block_hash": "text"},
+                                                  "logs": {"block_hash": "text"}}
+_READ: Final[Mapping[str, pa.Schema]] = {
+    dataset: hot_schema({**HOT_TYPES[dataset], **_EXTRA.get(dataset, {})}) for dataset in DATASETS}
+# Postgres' CSV: NULL is an unquoted empty field, an empty text a quoted one; booleans are t / f
+_PARSE: Final = pacsv.ParseOptions(newlines_in_values=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +62,44 @@ class BatchFile:
     data: bytes
 
 
+def copy_table(cur: Cursor[Any], statement: bytes, schema: pa.Schema, params: Mapping[str, Any]) -> pa.Table:
+    """The rows of ``statement`` (``COPY (...) TO STDOUT (FORMAT csv)``) as an Arrow table of
+    ``schema`` (its columns in the statement's order)."""
+    data = bytearray()
+    with cur.copy(statement, params) as copy:
+        for block in copy:
+            data += block
+    if not data:
+        return schema.empty_table()
+    return pacsv.read_csv(
+        pa.py_buffer(data), parse_options=_PARSE,
+        read_options=pacsv.ReadOptions(column_names=schema.names, block_size=CSV_BLOCK_BYTES),
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
+            true_values=["t"], false_values=["f"]))
+
+
+def rows_per_block(table: pa.Table) -> dict[int, int]:
+    """Block number -> rows of ``table`` in that block."""
+    counted = pc.value_counts(table["block_number"])
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+
+
+def canonical_rows(table: pa.Table, batch: Batch, hashes: pa.Array) -> pa.Table:
+    """The rows of ``table`` (of ``batch``'s blocks) whose ``block_hash`` is the hash ``hot.blocks``
+    holds at their height: ``hashes[i]``, of block ``batch.start + i``."""
+    if table.num_rows == 0:
+        return table
+    keep = pc.equal(table["block_hash"], pc.take(hashes, pc.subtract(table["block_number"], batch.start)))
+    if pc.all(keep).as_py() is True:
+        return table
+    return table.filter(keep)  # an orphaned block's rows a sink has not deleted yet
+
+
 def read_batch(database_url: str, chain_id: int, batch: Batch, datasets: Sequence[str], *,
-               finality_depth: int) -> dict[str, list[tuple[Any, ...]]]:
-    """The hot rows of ``batch`` for each of ``datasets`` (tuples in ``HOT_COLUMNS`` order), checked."""
+               finality_depth: int) -> dict[str, pa.Table]:
+    """The hot rows of ``batch`` for each of ``datasets``, checked: Arrow tables of the columns of
+    ``HOT_COLUMNS`` (typed as :func:`~operators.aggregator.transform.hot_schema` reads them)."""
     params = {"chain": chain_id, "first": batch.start, "last": batch.end}
     with connect(database_url) as conn:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
@@ -63,21 +112,22 @@ def read_batch(database_url: str, chain_id: int, batch: Batch, datasets: Sequenc
             if final is None or batch.end > final:
                 raise NotYetFinal(f"the batch {batch} of chain {chain_id} is not final: the hot head is "
                                   f"{head}, final blocks are {finality_depth} below it; tried again later")
-            cur.execute(_SQL.sql("blocks"), params)
-            blocks: list[tuple[Any, ...]] = list(cur.fetchall())
-            check_blocks(chain_id, batch, [(int(b[0]), str(b[1]), str(b[2])) for b in blocks])
-            width = len(HOT_COLUMNS["blocks"])
-            rows: dict[str, list[tuple[Any, ...]]] = {"blocks": [tuple(b[:width]) for b in blocks]}
-            counts = {"transactions": {int(b[0]): int(b[8]) for b in blocks},
-                      "logs": {int(b[0]): int(b[width]) for b in blocks}}
+            blocks = copy_table(cur, _SQL.sql("blocks"), _READ["blocks"], params)
+            numbers = blocks["block_number"].to_pylist()
+            check_blocks(chain_id, batch, list(zip(numbers, blocks["block_hash"].to_pylist(),
+                                                   blocks["parent_hash"].to_pylist(), strict=True)))
+            tables = {"blocks": blocks.select(list(HOT_COLUMNS["blocks"]))}
+            hashes = blocks["block_hash"].combine_chunks()
+            counts = {"transactions": dict(zip(numbers, blocks["tx_count"].to_pylist(), strict=True)),
+                      "logs": dict(zip(numbers, blocks["log_count"].to_pylist(), strict=True))}
             for dataset in datasets:
                 if dataset == "blocks":
                     continue
-                cur.execute(_SQL.sql(dataset), params)
-                rows[dataset] = list(cur.fetchall())
+                table = copy_table(cur, _SQL.sql(dataset), _READ[dataset], params)
+                tables[dataset] = canonical_rows(table, batch, hashes).select(list(HOT_COLUMNS[dataset]))
                 if dataset in counts:
-                    check_counts(chain_id, dataset, counts[dataset], rows[dataset])
-    return {dataset: rows[dataset] for dataset in datasets}
+                    check_found(chain_id, dataset, counts[dataset], rows_per_block(tables[dataset]))
+    return {dataset: tables[dataset] for dataset in datasets}
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -97,8 +147,8 @@ def batch_files(chain: str, batch: Batch, tables: dict[str, pa.Table]) -> list[B
     for dataset, table in tables.items():
         for piece in pieces(batch, contract(dataset).partition_width):
             numbers = table["block_number"]
-            part = table.filter(pc.and_(pc.greater_equal(numbers, piece.start),
-                                        pc.less_equal(numbers, piece.end)))
+            part = table if piece == batch else table.filter(
+                pc.and_(pc.greater_equal(numbers, piece.start), pc.less_equal(numbers, piece.end)))
             files.append(BatchFile(dataset, file_name(chain, dataset, piece), piece.start, piece.end,
                                    part.num_rows, parquet_bytes(part)))
     return files
@@ -110,6 +160,5 @@ def aggregate_batch(database_url: str, chain_id: int, chain: str, batch: Batch, 
     :class:`~operators.aggregator.check.HotNotReady` (retryable) when the hot tables do not hold
     the batch whole and final, :class:`~operators.aggregator.transform.BadHotRow` or a
     :class:`~tracekit.errors.ConformError` when a value does not fit its contract."""
-    rows = read_batch(database_url, chain_id, batch, datasets, finality_depth=finality_depth)
-    tables = {dataset: dataset_table(dataset, rows[dataset]) for dataset in datasets}
-    return batch_files(chain, batch, tables)
+    hot = read_batch(database_url, chain_id, batch, datasets, finality_depth=finality_depth)
+    return batch_files(chain, batch, {dataset: hot_table(dataset, hot[dataset]) for dataset in datasets})

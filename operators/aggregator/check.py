@@ -77,6 +77,12 @@ def check_counts(chain_id: int, dataset: str, expected: Mapping[int, int],
     found: dict[int, int] = {}
     for row in rows:
         found[row[0]] = found.get(row[0], 0) + 1
+    check_found(chain_id, dataset, expected, found)
+
+
+def check_found(chain_id: int, dataset: str, expected: Mapping[int, int], found: Mapping[int, int]) -> None:
+    """Each block of ``expected`` (number -> its header's count) has that many rows: ``found``
+    (number -> rows of the block found; a block without rows may be absent)."""
     wrong = [f"{n} ({found.get(n, 0)} of {want})" for n, want in sorted(expected.items())
              if found.get(n, 0) != want]
     if wrong:
