@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from dispatcher.errors import NotAllowed, NotFound
 from dispatcher.lease import (
@@ -45,6 +46,7 @@ class Output:
     block_start: int | None = None
     block_end: int | None = None
     sha256: str | None = None  # of the file's bytes, hex
+    metadata: Mapping[str, Any] | None = None  # the operator's own, kept in the version's manifest
 
 
 @dataclass(frozen=True, slots=True)

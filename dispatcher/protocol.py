@@ -147,6 +147,9 @@ class OutputIn(RequestBody):
     block_end: int | None = Field(None, ge=0, le=MAX_BLOCK)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                description="sha256 of the file's bytes (hex)")
+    metadata: JsonObject | None = Field(None, max_length=64, description=(
+        "The operator's own metadata about the file (at most 64 keys), kept in the manifest of the"
+        " version it becomes part of"))
 
 
 class CompleteRequest(RequestBody):

@@ -28,6 +28,7 @@ from dispatcher.datasets.committer import Committer
 from dispatcher.datasets.finalize import Finalizer
 from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
 from dispatcher.datasets.integrity import IntegrityConfig
+from dispatcher.datasets.rematerialize import Rematerializer
 from dispatcher.metrics import LEASE_EXPIRIES, refresh_forever
 from dispatcher.publisher import queue_publisher
 from dispatcher.queue import QueueDriver
@@ -102,7 +103,8 @@ async def gc_forever(collect: Callable[[], object], stop: asyncio.Event, every_s
 async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, port: int,
                            reap_every_s: float = 1.0, stop: asyncio.Event | None = None) -> None:
     """Until SIGINT/SIGTERM (or ``stop``): API on ``host:port``, publisher, reaper, trigger clock,
-    and (with a warehouse) the committer of succeeded runs' files and the periodic gc."""
+    and (with a warehouse) the committer of succeeded runs' files, the rematerializer of deploys
+    and the periodic gc."""
     if config.database_url is None:
         raise ValueError("the dispatcher needs a database")
     stop = stop or asyncio.Event()
@@ -126,6 +128,11 @@ async def serve_dispatcher(config: ApiConfig, queue: QueueDriver, *, host: str, 
                       asyncio.create_task(exit_on_stop(), name="exit-on-stop")]
         if config.warehouse is not None:
             background.append(asyncio.create_task(committer_of(config).run(stop), name="committer"))
+            database_url, warehouse, s3 = config.database_url, config.warehouse, config.s3
+            rematerializer = Rematerializer(pool, store, config.org_id, database_url,
+                                            lambda: open_catalog(database_url, warehouse, s3),
+                                            namespace=chain_namespace(config.org_id))
+            background.append(asyncio.create_task(rematerializer.run(stop), name="rematerializer"))
             if config.finalize is not None:
                 finalizer = Finalizer(pool, store, config.org_id, config.database_url, config.finalize)
                 background.append(asyncio.create_task(finalizer.run(stop), name="finalizer"))

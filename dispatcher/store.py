@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher import claims, runs
@@ -227,7 +228,8 @@ class TaskStore:
                 [c.task.task_id for c in o], [c.task.org_id for c in o], [c.task.run_id for c in o],
                 [c.attempt for c in o], [c.output.dataset_id for c in o], [c.output.uri for c in o],
                 [c.output.rows for c in o], [c.output.bytes for c in o], [c.output.block_start for c in o],
-                [c.output.block_end for c in o], [c.output.sha256 for c in o]))
+                [c.output.block_end for c in o], [c.output.sha256 for c in o],
+                [None if c.output.metadata is None else Jsonb(dict(c.output.metadata)) for c in o]))
         if plan.attempts:
             a = plan.attempts
             await cur.execute(_TASKS.sql("close_attempts"), (

@@ -52,6 +52,7 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.expressions.parser import parse as parse_filter
+from pyiceberg.io import load_file_io
 from pyiceberg.io.pyarrow import (
     ArrowScan,
     _check_pyarrow_schema_compatible,
@@ -400,24 +401,27 @@ class DatasetTable:
     # -- versions --------------------------------------------------------------------------
 
     def stage(self, files: Sequence[str], *, branch: str, replace_block_range: tuple[int, int] | None = None,
-              properties: Mapping[str, str] | None = None) -> int:
+              replace_all: bool = False, properties: Mapping[str, str] | None = None) -> int:
         """Add the Parquet data files at ``files`` (URLs of the object store, written by
         :func:`~tracekit.datasets.conform`-ed tables, each within one partition) to a new snapshot
         on ``branch``, whose parent is main's current snapshot (the branch is created, or moved
         there). With ``replace_block_range=(first, last)`` (inclusive) the rows of those blocks
         are removed in the same snapshot, so staging a range again never duplicates rows; every
         file must then lie within the range. ``properties`` go into the snapshot's summary.
-        Returns the new snapshot's id; ``main`` does not move."""
+        With ``replace_all`` every row of main is removed instead (a derived dataset built again
+        from scratch). Returns the new snapshot's id; ``main`` does not move."""
         if branch == MAIN:
             raise CatalogError(f"{self.name}: stage on a branch of its own, not on {MAIN}")
         if len(set(files)) != len(files):
             raise CatalogError(f"{self.name}: a file is listed twice")
-        if not files and replace_block_range is None:
+        if replace_all and replace_block_range is not None:
+            raise CatalogError(f"{self.name}: replace either a block range or everything, not both")
+        if not files and replace_block_range is None and not replace_all:
             raise CatalogError(f"{self.name}: nothing to stage (no files, no block range)")
         if replace_block_range is not None and replace_block_range[0] > replace_block_range[1]:
             raise CatalogError(f"{self.name}: empty block range {replace_block_range}")
         return self._commit(f"stage on {branch}", lambda table: _stage(
-            table, list(files), branch, replace_block_range, dict(properties or {})))
+            table, list(files), branch, replace_block_range, dict(properties or {}), replace_all))
 
     def set_main(self, snapshot_id: int) -> None:
         """Make ``snapshot_id`` current: cutover to a staged snapshot, or rollback to an older one.
@@ -464,7 +468,9 @@ def _manifest_files(table: Table, manifest: ManifestFile, cache: dict[str, list[
     return cache[manifest.manifest_path]
 
 
-def _bounds(data_file: DataFile, field_id: int) -> tuple[int | None, int | None]:
+def _bounds(data_file: DataFile, field_id: int | None) -> tuple[int | None, int | None]:
+    if field_id is None:  # a table without block numbers (a derived dataset)
+        return None, None
     lower = (data_file.lower_bounds or {}).get(field_id)
     upper = (data_file.upper_bounds or {}).get(field_id)
     return (int(from_bytes(LongType(), lower)) if lower is not None else None,
@@ -536,7 +542,7 @@ def _candidates(table: Table, main: Any, block_range: tuple[int, int] | None,
 
 
 def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, int] | None,
-           properties: dict[str, str]) -> int:
+           properties: dict[str, str], replace_all: bool = False) -> int:
     name = ".".join(table.name())
     refs = table.refs()
     if branch in refs and refs[branch].snapshot_ref_type != SnapshotRefType.BRANCH:
@@ -550,7 +556,9 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
         manage.remove_branch(branch)  # nothing on main yet: the new snapshot has no parent
     manage.commit()
 
-    field_id = table.schema().find_field(PARTITION_COLUMN).field_id
+    block_field = table.schema().find_field(PARTITION_COLUMN) \
+        if PARTITION_COLUMN in table.schema().column_names else None
+    field_id = block_field.field_id if block_field is not None else None
     footers = _Footers(table)
     def read_footer(url: str) -> DataFile:  # stats and partition from the footer; schema, spec: main's
         with _mapped(f"{name}: stage {url}"):
@@ -565,12 +573,16 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
                                f"{block_range[0]}..{block_range[1]}")
         added.append(data_file)
 
-    current = _candidates(table, main, block_range, [_bounds(f, field_id) for f in added])
+    if replace_all or field_id is None:  # every current file is looked at
+        current = {} if main is None else {
+            task.file.file_path: task.file for task in table.scan(snapshot_id=main.snapshot_id).plan_files()}
+    else:
+        current = _candidates(table, main, block_range, [_bounds(f, field_id) for f in added])
     already = sorted(set(files) & set(current))
     if already:
         raise CatalogError(f"{name}: {already[0]} is already part of the current version; write each "
                            "attempt under a new key")
-    removed: list[DataFile] = []
+    removed: list[DataFile] = list(current.values()) if replace_all else []
     partial: list[DataFile] = []
     if block_range is not None:
         first, last = block_range
@@ -588,7 +600,10 @@ def _stage(table: Table, files: list[str], branch: str, block_range: tuple[int, 
         operation = Operation.OVERWRITE if removed or partial else Operation.APPEND
         with _Replace(operation=operation, transaction=txn, io=table.io, branch=branch,
                       snapshot_properties=properties) as producer:
-            if block_range is not None and (removed or partial):
+            if replace_all:
+                for data_file in removed:
+                    producer.delete_data_file(data_file)
+            elif block_range is not None and (removed or partial):
                 column = PARTITION_COLUMN
                 producer.delete_by_predicate(parse_filter(
                     f"{column} >= {block_range[0]} and {column} <= {block_range[1]}"))
@@ -682,3 +697,11 @@ def _references(table: Table, snapshots: Iterable[Any],
             metadata.add(manifest.manifest_path)
             files.update((f.file_path, f) for f in _manifest_files(table, manifest, cache))
     return files, metadata
+
+
+def read_schema(catalog: Catalog, url: str) -> pa.Schema:
+    """The Arrow schema of the Parquet file at ``url`` (read through the catalog's file IO: S3 or
+    a directory, with its credentials)."""
+    io = load_file_io(dict(catalog.properties), url)
+    with _mapped(f"read the schema of {url}"), io.new_input(url).open() as stream:
+        return pq.read_schema(stream)

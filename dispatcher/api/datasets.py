@@ -1,4 +1,5 @@
-"""Dataset endpoints: list datasets and versions, the pointer-set history, cutover, rollback.
+"""Dataset endpoints: list datasets and versions, a version and its lineage, the pointer-set
+history, cutover, rollback.
 
 Changes (cutover, rollback) are one Postgres transaction each (:mod:`dispatcher.datasets.store`,
 run in a thread: it is the synchronous control-plane store); refusals are 422 problems naming the
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from dispatcher.api.deps import D, Public, problem
 from dispatcher.api.models import Problem
 from dispatcher.datasets.compact import CompactUnavailable, Plan, compact_next
+from dispatcher.datasets.lineage import MAX_DEPTH, lineage
 from dispatcher.datasets.pointers import CutoverRefused, PointerSetNotFound, RollbackRefused, VersionNotFound
 from dispatcher.datasets.store import Applied, DatasetNotFound, DatasetStore
 from dispatcher.protocol import RequestBody
@@ -68,6 +70,43 @@ class VersionView(BaseModel):
     failure: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+class VersionDetail(VersionView):
+    dataset_id: str
+    manifest: dict[str, Any]
+
+
+class LineageNode(BaseModel):
+    dataset_id: str
+    version: int
+    state: str | None = None
+    current: bool = False
+    row_count: int | None = None
+    byte_count: int | None = None
+    file_count: int | None = None
+    block_start: int | None = None
+    block_end: int | None = None
+    producer: dict[str, Any] = Field(default_factory=dict)
+    input_versions: dict[str, int] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    failure: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    missing: bool = False  # an input version that no longer exists
+    truncated: bool = False  # deeper than asked: its inputs are not listed
+    inputs: list[LineageNode] = Field(default_factory=list)
+
+
+class Consumer(BaseModel):
+    dataset_id: str
+    version: int
+    state: str
+    producer: dict[str, Any]
+
+
+class Lineage(LineageNode):
+    consumers: list[Consumer]
 
 
 class VersionList(BaseModel):
@@ -150,6 +189,30 @@ async def list_versions(dataset_id: DatasetId, d: D, _: Public,
     current = pinned.pointers.get(dataset_id)
     return VersionList(dataset_id=dataset_id, versions=[
         VersionView(**row, current=row["version"] == current) for row in rows])
+
+
+@router.get("/{dataset_id}/versions/{version}", response_model=VersionDetail,
+            responses={404: {"model": Problem}}, summary="One version, with its manifest")
+async def show_version(dataset_id: DatasetId, version: Annotated[int, Path(ge=1, le=MAX_NUMBER)], d: D,
+                       _: Public) -> VersionDetail:
+    try:
+        row = await asyncio.to_thread(_store(d).version, dataset_id, version)
+    except (DatasetNotFound, VersionNotFound) as exc:
+        raise problem(404, "version_not_found", str(exc)) from exc
+    return VersionDetail(**row)
+
+
+@router.get("/{dataset_id}/lineage", response_model=Lineage, responses={404: {"model": Problem}},
+            summary="What made a version (default: the current one), from which input versions, "
+                    "and which versions were built from it")
+async def version_lineage(dataset_id: DatasetId, d: D, _: Public,
+                          version: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
+                          depth: Annotated[int, Query(ge=0, le=MAX_DEPTH)] = 3) -> Lineage:
+    try:
+        found = await asyncio.to_thread(lineage, _store(d), dataset_id, version, depth=depth)
+    except (DatasetNotFound, VersionNotFound) as exc:
+        raise problem(404, "version_not_found", str(exc)) from exc
+    return Lineage(**found)
 
 
 @router.post("/cutover", response_model=AppliedView, summary="Make versions current, all at once",

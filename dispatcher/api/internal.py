@@ -112,8 +112,8 @@ async def task_complete(body: CompleteRequest, d: D, claims: TaskToken) -> Compl
         raise problem(403, "dataset_not_allowed", f"this task may not write {', '.join(undeclared)}")
     completion = Completion(
         body.task_id, body.attempt, body.outcome, body.error, body.traceback,
-        outputs=[Output(o.dataset_id, o.uri, o.rows, o.bytes, o.block_start, o.block_end, o.sha256)
-                 for o in body.outputs],
+        outputs=[Output(o.dataset_id, o.uri, o.rows, o.bytes, o.block_start, o.block_end, o.sha256,
+                        o.metadata) for o in body.outputs],
         logs=[(line.level, line.message) for line in body.logs],
     )
     try:

@@ -216,6 +216,11 @@ def deploy(
         console.print(f"now produces: {', '.join(result.claimed)}")
     if result.released:
         console.print(f"no longer produces: {', '.join(result.released)}")
+    if result.rematerialize:
+        verb = "would rebuild" if dry else "rebuilding"
+        console.print(f"{verb} derived jobs {', '.join(result.rematerialize)} as new versions; readers "
+                      "keep the current versions until all are built, then all are cut over at once"
+                      + ("" if dry else f" (rematerialization {result.rematerialization})"))
 
 
 @app.command()

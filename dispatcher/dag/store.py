@@ -9,6 +9,7 @@ are in ``dispatcher/sql/dags.sql``; the tables in migration ``0006_dags.sql``.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from dispatcher.dag.diff import DagDiff, diff, digest
 from dispatcher.dag.errors import DagError, DagNotFound, DagVersionNotFound, DatasetOwnedError
 from dispatcher.dag.job_spec import JobSpec
 from dispatcher.dag.loader import CHAIN_DAGS, DagSource
+from dispatcher.dag.rematerialize import plan_rematerialization
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 from tracekit.db.queries import load_queries
 from tracekit.db.transactions import transaction
@@ -47,6 +49,8 @@ class DeployResult:
     claimed: tuple[str, ...] = ()  # datasets this deploy made the DAG the producer of
     released: tuple[str, ...] = ()  # datasets the DAG no longer produces
     dry: bool = False  # nothing was written (--dry)
+    rematerialize: tuple[str, ...] = ()  # derived jobs built again, in order (dag/rematerialize.py)
+    rematerialization: uuid.UUID | None = None  # its state.rematerializations row
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,13 +215,29 @@ def deploy(url: str, spec: DagSpec, source: DagSource, deployed_by: str, *, dry:
             cur.executemany(_SQL.sql("insert_job"),
                             [_job_params(org, dag, version, job) for job in spec.jobs])
             claimed, released = _set_producer(cur, org, dag, version, spec.output_datasets)
+            jobs, remat = _rematerialize(cur, spec, version, change)
             result = DeployResult(org, dag, version, True, new_digest, previous, change, claimed, released,
-                                  dry)
+                                  dry, jobs, remat)
             if dry:
                 raise _DryRun(result)
             return result
     except _DryRun as rolled_back:
         return rolled_back.result
+
+
+def _rematerialize(cur: Cursor, spec: DagSpec, version: int, change: DagDiff
+                   ) -> tuple[tuple[str, ...], uuid.UUID | None]:
+    """In the deploy's transaction, record the rematerialization this version needs (if its
+    derived jobs changed): the dispatcher's rematerializer builds it, and supersedes (cancels)
+    those of the versions no longer active (dispatcher/datasets/rematerialize.py)."""
+    cur.execute(_SQL.sql("versioned_datasets"), {"org": spec.org})
+    jobs = plan_rematerialization(change, spec, {r["dataset_id"] for r in cur.fetchall()})
+    if not jobs:
+        return (), None
+    remat = uuid.uuid4()
+    cur.execute(_SQL.sql("insert_rematerialization"), {
+        "remat": remat, "org": spec.org, "dag": spec.dag, "version": version, "jobs": list(jobs)})
+    return jobs, remat
 
 
 def rollback_to(url: str, org: str, dag: str, version: int) -> RollbackResult:

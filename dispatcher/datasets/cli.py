@@ -1,4 +1,5 @@
-"""``trace datasets list | versions | history | cutover | rollback | gc``: versioned datasets.
+"""``trace datasets list | versions | show | lineage | history | cutover | rollback | gc``: versioned
+datasets.
 
 Reads and changes Postgres directly (like ``trace dag``). A refused cutover or rollback prints one
 line naming the dataset and version at fault and changes nothing. Env: TRACE_DATABASE_URL; gc also
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.tree import Tree
 
 from dispatcher.datasets.gc import GcConfig, GcReport, collect_garbage
+from dispatcher.datasets.lineage import MAX_DEPTH, lineage
 from dispatcher.datasets.store import Applied, DatasetStore
 from tracekit.config import load_settings
 from tracekit.errors import ConfigError, TraceError
@@ -67,12 +71,96 @@ def versions(dataset: Annotated[str, typer.Argument(help="The dataset")], org: O
                   title=f"{dataset} ({org})")
     for row in rows:
         producer = row["producer"]
-        made_by = " ".join(f"{k}={producer[k]}" for k in ("dag", "dag_version", "job", "run_id")
-                           if k in producer)
+        made_by = " ".join(f"{k}={producer[k]}" for k in ("dag", "dag_version", "run_id") if k in producer)
+        if producer.get("jobs"):
+            made_by += f" job={','.join(producer['jobs'])}"
         table.add_row(f"{row['version']}{' *' if row['version'] == current else ''}", row["state"],
                       _blocks(row["block_start"], row["block_end"]), str(row["row_count"]),
                       str(row["file_count"]), made_by, _when(row["finished_at"]), row["failure"] or "")
     Console().print(table)
+
+
+VersionOption = Annotated[int | None, typer.Option("--version", min=1,
+                                                   help="The version (default: the current one)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
+
+
+@app.command("show")
+def show(dataset: Annotated[str, typer.Argument(help="The dataset")], version: VersionOption = None,
+         org: OrgOption = "default", as_json: JsonOption = False) -> None:
+    """One version: state, rows, block range, producer (run, DAG version, jobs, duration, code),
+    input versions, the operator's metadata and its files."""
+    row = _store(org).version(dataset, version)
+    if as_json:
+        typer.echo(orjson.dumps(row, default=str, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console()
+    producer = row["producer"]
+    lines = [
+        ("version", f"{row['version']}{' (current)' if row['current'] else ''}"), ("state", row["state"]),
+        ("rows / bytes / files", f"{row['row_count']} / {row['byte_count']} / {row['file_count']}"),
+        ("blocks", _blocks(row["block_start"], row["block_end"]) or "-"),
+        ("cold watermark", "-" if row["cold_watermark"] is None else str(row["cold_watermark"])),
+        ("snapshot", "-" if row["snapshot_id"] is None else str(row["snapshot_id"])),
+        ("based on", "-" if row["based_on"] is None else str(row["based_on"])),
+        ("producer", " ".join(f"{k}={producer[k]}" for k in ("kind", "dag", "dag_version", "run_id")
+                              if k in producer) or "-"),
+        ("jobs", ", ".join(producer.get("jobs") or []) or "-"),
+        ("run took", "-" if producer.get("run_seconds") is None else f"{producer['run_seconds']} s"),
+        ("code", producer.get("code_version") or "-"),
+        ("inputs", ", ".join(f"{d}={v}" for d, v in sorted(row["inputs"].items()))
+         or ("none (read from the chain)" if producer.get("kind") in ("backfill", "finalize") else "none")),
+        ("metadata", " ".join(f"{k}={v}" for k, v in sorted(row["metadata"].items())) or "-"),
+        ("finished (UTC)", _when(row["finished_at"]) or "-"),
+    ]
+    if row["failure"]:
+        lines.append(("failure", row["failure"]))
+    for key, value in lines:
+        console.print(f"{key:>20}: {value}", highlight=False)
+    files = Table("file", "blocks", "rows", "bytes", "task.attempt",
+                  title=f"{dataset} v{row['version']} files")
+    for f in (row["manifest"] or {}).get("files", []):
+        files.add_row(f["uri"], _blocks(f.get("block_start"), f.get("block_end")), str(f["rows"]),
+                      str(f["bytes"]), f"{f['task_id'][:8]}.{f['attempt']}")
+    if files.rows:
+        console.print(files)
+
+
+@app.command("lineage")
+def lineage_(dataset: Annotated[str, typer.Argument(help="The dataset")], version: VersionOption = None,
+             depth: Annotated[int, typer.Option("--depth", min=0, max=MAX_DEPTH,
+                                                help="Levels of inputs shown")] = 3,
+             org: OrgOption = "default", as_json: JsonOption = False) -> None:
+    """What made a version (default: the current one), from which input versions (and what made
+    those), and which versions were built from it."""
+    found = lineage(_store(org), dataset, version, depth=depth)
+    if as_json:
+        typer.echo(orjson.dumps(found, default=str, option=orjson.OPT_INDENT_2).decode())
+        return
+
+    def label(node: dict[str, Any]) -> str:
+        if node.get("missing"):
+            return f"{node['dataset_id']} v{node['version']} (no longer exists)"
+        producer = node.get("producer") or {}
+        made = " ".join(f"{k}={producer[k]}" for k in ("kind", "dag", "dag_version") if k in producer)
+        jobs = ",".join(producer.get("jobs") or [])
+        more = " ..." if node.get("truncated") else ""
+        rows = "" if node.get("row_count") is None else f" {node['row_count']} rows"
+        current = " (current)" if node.get("current") else ""
+        return (f"{node['dataset_id']} v{node['version']}{current} [{node.get('state', '?')}]{rows}"
+                f"{' ' + made if made else ''}{' job ' + jobs if jobs else ''}{more}")
+
+    def grow(tree: Tree, node: dict[str, Any]) -> None:
+        for child in node.get("inputs", []):
+            grow(tree.add(label(child)), child)
+
+    root = Tree(label(found))
+    grow(root, found)
+    console = Console()
+    console.print(root, highlight=False)
+    consumers = found["consumers"]
+    console.print("built from it: " + (", ".join(f"{c['dataset_id']} v{c['version']} [{c['state']}]"
+                                                  for c in consumers) or "nothing yet"), highlight=False)
 
 
 @app.command("history")

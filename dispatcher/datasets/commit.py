@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from prometheus_client import Counter
 from pyiceberg.catalog import Catalog
 from pyiceberg.io.pyarrow import ArrowScan, PyArrowFileIO, schema_to_pyarrow
@@ -57,11 +58,16 @@ from dispatcher.datasets.integrity import (
 from dispatcher.datasets.node import node_blocks
 from dispatcher.datasets.pointers import VersionState
 from dispatcher.datasets.store import Applied, DatasetStore
+from tracekit import __version__
 from tracekit.datasets import contract as dataset_contract
+from tracekit.datasets import derived_contract, load_contracts
 from tracekit.errors import TraceError
-from tracekit.iceberg import DatasetTable, ensure_table
+from tracekit.iceberg import DatasetTable, ensure_table, read_schema
 
 CHAIN_NAMESPACE = "chain"
+DERIVED_NAMESPACE = "derived"
+REMATERIALIZE = "rematerialize"  # the kind of a rematerialization's runs
+CODE_VERSION = f"trace {__version__}"
 
 
 def chain_namespace(org_id: str) -> str:
@@ -99,6 +105,8 @@ class StagedFile:
     block_start: int | None = None
     block_end: int | None = None
     sha256: str | None = None
+    job: str | None = None  # the job of the task
+    metadata: Mapping[str, Any] | None = None  # the operator's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +122,18 @@ class Build:
     def manifest(self) -> dict[str, Any]:
         return {"files": [{"uri": f.uri, "rows": f.rows, "bytes": f.bytes, "sha256": f.sha256,
                            "block_start": f.block_start, "block_end": f.block_end, "task_id": f.task_id,
-                           "attempt": f.attempt} for f in self.files],
+                           "attempt": f.attempt, **({"metadata": dict(f.metadata)} if f.metadata else {})}
+                          for f in self.files],
                 "block_range": list(self.block_range) if self.block_range else None,
                 "rows": self.rows, "bytes": self.bytes}
+
+    def metadata(self) -> dict[str, Any]:
+        """The operator metadata of the version: its files' merged in block order (a key two files
+        give different values keeps the later; each file's own stays in the manifest)."""
+        merged: dict[str, Any] = {}
+        for f in self.files:
+            merged.update(f.metadata or {})
+        return merged
 
 
 def plan_run_commit(files: Sequence[StagedFile], replace: tuple[int, int] | None) -> list[Build]:
@@ -166,27 +183,47 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
                integrity: IntegrityConfig | None = None) -> Committed:
     """Make the versions of a succeeded run, check them, and cut them over together
     (idempotent). A failed check fails every version the run is making, cuts over none of them
-    and raises :class:`IntegrityFailed` with the problems."""
+    and raises :class:`IntegrityFailed` with the problems. A run of a rematerialization leaves its
+    versions ready without cutting them over (the rematerializer cuts all its jobs' versions over
+    at once: :mod:`dispatcher.datasets.rematerialize`). A run that read a dataset it also writes
+    (a compaction) is refused once that dataset's current version is no longer the one it read."""
     run = store.run(run_id)
     if run is None:
         raise CommitRefused(f"no run {run_id}")
     if run["state"] != "succeeded":
         raise CommitRefused(f"run {run_id} is {run['state']}: only a succeeded run commits")
     params = run["params"] or {}
+    rebuild = run["kind"] == REMATERIALIZE
     replace = None
-    if isinstance(params.get("start_block"), int) and isinstance(params.get("end_block"), int):
-        replace = (int(params["start_block"]), int(params["end_block"]))
+    start, end = params.get("start_block"), params.get("end_block")
+    if not rebuild and isinstance(start, int) and isinstance(end, int):
+        replace = (start, end)
+    inputs = pinned_inputs(params)
     builds = plan_run_commit([StagedFile(**f) for f in store.run_outputs(run_id)], replace)
-    open_table = tables or _chain_table
+    stale = stale_inputs([b.dataset_id for b in builds], inputs, store.pin().pointers)
+    if stale:
+        raise CommitRefused(stale)
+    writes = store.job_outputs(run["dag"], run["dag_version"]) if builds else {}
     opened: dict[str, DatasetTable] = {}
     staged: dict[str, _Staged] = {}
     for build in builds:
-        store.ensure_dataset(build.dataset_id, table_name=f"{namespace}.{build.dataset_id}", kind="chain")
-        opened[build.dataset_id] = open_table(catalog, namespace, build.dataset_id)
-        staged[build.dataset_id] = _stage(store, opened[build.dataset_id], build, run)
+        chain = is_chain_dataset(build.dataset_id)
+        space = namespace if chain else derived_namespace(namespace)
+        store.ensure_dataset(build.dataset_id, table_name=f"{space}.{build.dataset_id}",
+                             kind="chain" if chain else "derived")
+        if chain:
+            opened[build.dataset_id] = (tables or _chain_table)(catalog, namespace, build.dataset_id)
+        else:
+            opened[build.dataset_id] = _derived_table(catalog, space, build, writes.get(build.dataset_id, {}))
+        staged[build.dataset_id] = _stage(store, opened[build.dataset_id], build, run, inputs,
+                                          replace_all=rebuild)
     if not staged:
         return Committed(run_id, {}, Applied(store.pin().seq, (), store.pin().pointers))
-    problems = _check(staged, opened, params.get("chain_id"), integrity or IntegrityConfig())
+    chain_staged = {d: made for d, made in staged.items() if is_chain_dataset(d)}
+    problems = _check(chain_staged, opened, params.get("chain_id"), integrity or IntegrityConfig()) \
+        if chain_staged else []
+    problems += _check_derived({d: made for d, made in staged.items() if d not in chain_staged}, opened,
+                               writes)
     if problems:
         _refuse(store, staged, opened, problems, run_id)
     marks = cold_watermarks(run, store.pin().watermarks)  # empty unless a finalize run
@@ -196,16 +233,46 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
             store.finish_version(build.dataset_id, made.version, state=VersionState.READY,
                                  snapshot_id=made.snapshot, manifest=build.manifest(),
                                  block_range=build.block_range, rows=build.rows, bytes_=build.bytes,
-                                 files=len(build.files), cold_watermark=marks.get(build.dataset_id))
+                                 files=len(build.files), cold_watermark=marks.get(build.dataset_id),
+                                 metadata=build.metadata())
     versions = {dataset: made.version for dataset, made in staged.items()}
+    if rebuild:  # the rematerializer cuts over when every job of it is built
+        pinned = store.pin()
+        return Committed(run_id, versions, Applied(pinned.seq, (), pinned.pointers))
     applied = store.cutover(versions, actor="dispatcher", reason=f"{run['kind']} run {run_id}")
-    follow_pointers(store, catalog, namespace=namespace, tables=open_table)
+    follow_pointers(store, catalog, namespace=namespace, tables=tables)
     return Committed(run_id, versions, applied)
 
 
-def _stage(store: DatasetStore, table: DatasetTable, build: Build, run: Mapping[str, Any]) -> _Staged:
+def pinned_inputs(params: Mapping[str, Any]) -> dict[str, int]:
+    """The dataset versions a run read, from its params' ``inputs`` (``{dataset: {"version": v,
+    ...}}`` as the dispatcher pinned them at the run's start; a bare ``{dataset: v}`` too)."""
+    found = params.get("inputs")
+    if not isinstance(found, Mapping):
+        return {}
+    pinned = {}
+    for dataset, pin in found.items():
+        version = pin.get("version") if isinstance(pin, Mapping) else pin
+        if isinstance(version, int) and not isinstance(version, bool):
+            pinned[str(dataset)] = version
+    return pinned
+
+
+def stale_inputs(writes: Sequence[str], inputs: Mapping[str, int], current: Mapping[str, int]) -> str | None:
+    """Why a run that read a dataset it writes may not commit (None: it may): the version it read
+    must still be the current one, or its new version would undo the versions made since (a
+    compaction of version 4 committed over version 5 would bring version 4's rows back)."""
+    for dataset in sorted(set(writes) & set(inputs)):
+        if current.get(dataset) != inputs[dataset]:
+            return (f"{dataset}: the run read version {inputs[dataset]}, but version "
+                    f"{current.get(dataset)} is current now; run it again on the current version")
+    return None
+
+
+def _stage(store: DatasetStore, table: DatasetTable, build: Build, run: Mapping[str, Any],
+           inputs: Mapping[str, int], *, replace_all: bool = False) -> _Staged:
     """The run's version of ``build``'s dataset on its branch: resumed if an earlier try began it
-    (or finished it), else a new one."""
+    (or finished it), else a new one (its producer and the input versions the run read recorded)."""
     dataset = build.dataset_id
     found = store.version_of_run(dataset, run["run_id"])
     if found is not None and found[1] is VersionState.READY:
@@ -213,15 +280,44 @@ def _stage(store: DatasetStore, table: DatasetTable, build: Build, run: Mapping[
     if found is not None and found[1] is VersionState.BUILDING:
         version = found[0]
     else:
-        version = store.begin_version(dataset, producer={
-            "run_id": str(run["run_id"]), "dag": run["dag"], "dag_version": run["dag_version"],
-            "kind": run["kind"], "tasks": sorted({f.task_id for f in build.files})})
+        version = store.begin_version(dataset, producer=producer_of(run, build), inputs=inputs)
     # a file without rows (a chunk without logs) has no partition value, so Iceberg cannot list
     # it (pyiceberg fails writing its manifest entry); the range it covers is replaced all the same
     snapshot = table.stage([f.uri for f in build.files if f.rows > 0], branch=f"v{version}",
-                           replace_block_range=build.block_range,
+                           replace_block_range=None if replace_all else build.block_range,
+                           replace_all=replace_all,
                            properties={"trace.run": str(run["run_id"]), "trace.version": str(version)})
     return _Staged(build, version, snapshot, ready=False)
+
+
+def producer_of(run: Mapping[str, Any], build: Build) -> dict[str, Any]:
+    """What made a version: the run, its DAG version and kind, the job(s) and tasks that wrote the
+    files, when the run started and ended, and the code that committed it."""
+    started, finished = run.get("created_at"), run.get("finished_at")
+    return {
+        "run_id": str(run["run_id"]), "dag": run["dag"], "dag_version": run["dag_version"],
+        "kind": run["kind"], "jobs": sorted({f.job for f in build.files if f.job}),
+        "tasks": sorted({f.task_id for f in build.files}),
+        "run_started_at": started.isoformat() if started else None,
+        "run_finished_at": finished.isoformat() if finished else None,
+        "run_seconds": round((finished - started).total_seconds(), 3) if started and finished else None,
+        "code_version": CODE_VERSION,
+    }
+
+
+def _check_derived(staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable],
+                   writes: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """A derived dataset's check: its unique key (from the job's write spec) holds in the whole
+    staged snapshot (no block range to check links in)."""
+    rows: dict[str, pa.Table] = {}
+    keys: dict[str, Sequence[str]] = {}
+    for dataset, made in staged.items():
+        key = list((writes.get(dataset) or {}).get("unique_key") or ())
+        if key:
+            keys[dataset] = key
+            rows[dataset] = tables[dataset].table().scan(snapshot_id=made.snapshot,
+                                                         selected_fields=tuple(key)).to_arrow()
+    return check_range(0, 0, rows, keys) if rows else []
 
 
 def _check(staged: Mapping[str, _Staged], tables: Mapping[str, DatasetTable], chain_id: object,
@@ -296,33 +392,70 @@ def _plan(table: DatasetTable, snapshot: int, low: int, high: int, columns: Sequ
 
 def _read(plan: _Plan, task: FileScanTask, first: int, last: int) -> tuple[pa.Table, pa.Table]:
     """One file's rows of blocks ``plan.low..plan.high``: those in ``first..last``, and the others.
-    Read with pyarrow directly (only the plan's columns, row groups by their statistics, the file
-    size from the manifest): pyiceberg's scan resolves each file's schema in Python, which cost
-    more than reading the columns. A file whose columns pyiceberg would resolve otherwise than by
-    their names (field ids in the file, a name mapped to another field) is read by pyiceberg."""
-    scan = plan.scan
-    names = plan.schema.names
-    rows: pa.Table | None = None
-    if plan.io is not None:
-        scheme, netloc, path = PyArrowFileIO.parse_location(task.file.file_path, plan.io.properties)
-        fragment = _PARQUET.make_fragment(path, filesystem=plan.io.fs_by_scheme(scheme, netloc),
-                                          file_size=task.file.file_size_in_bytes)
-        if _by_name(fragment.physical_schema, scan):
-            rows = fragment.to_table(columns=names, filter=(ds.field(BLOCK) >= plan.low)
-                                     & (ds.field(BLOCK) <= plan.high))
-            wanted = pa.schema([f.with_type(_widened(f.type, plan.schema.field(f.name).type))
-                                for f in rows.schema])
-            if wanted != rows.schema:
-                rows = rows.cast(wanted)
+    Read with pyarrow (:func:`_read_direct`), or by pyiceberg's scan when pyarrow would not read
+    it as pyiceberg does."""
+    rows = _read_direct(plan, plan.io, task) if plan.io is not None else None
     if rows is None:
+        scan = plan.scan
         rows = ArrowScan(scan.table_metadata, scan.io, scan.projection(), scan.row_filter,
                          scan.case_sensitive).to_table([task])
     numbers = rows[BLOCK]
-    span = pc.min_max(numbers)
-    if rows.num_rows == 0 or (first <= span["min"].as_py() and span["max"].as_py() <= last):
+    if _between(numbers, first, last):
         return rows, rows.slice(0, 0)
     inside = pc.and_(pc.greater_equal(numbers, first), pc.less_equal(numbers, last))
     return rows.filter(inside), rows.filter(pc.invert(inside))
+
+
+def _read_direct(plan: _Plan, io: PyArrowFileIO, task: FileScanTask) -> pa.Table | None:
+    """The file's rows of blocks ``plan.low..plan.high``, ``plan``'s columns, read with pyarrow:
+    only the row groups whose statistics overlap the blocks, the file's size from the manifest
+    (no request for it), the whole file in one read when the columns are most of it (as the
+    ``blocks`` columns are: one request instead of two or three). pyiceberg's scan resolved every
+    file's schema in Python, which cost more than reading the columns. None when pyiceberg would
+    resolve the columns otherwise than by their names (field ids in the file, a name mapped to
+    another field): that file is read by pyiceberg."""
+    scheme, netloc, path = PyArrowFileIO.parse_location(task.file.file_path, io.properties)
+    fragment = _PARQUET.make_fragment(path, filesystem=io.fs_by_scheme(scheme, netloc),
+                                      file_size=task.file.file_size_in_bytes)
+    with fragment.open() as stream:
+        source = pa.BufferReader(stream.read_buffer()) if _mostly_read(plan, task) else stream
+        with pq.ParquetFile(source, pre_buffer=True) as parquet:
+            if not _by_name(parquet.schema_arrow, plan.scan):
+                return None
+            groups = _row_groups(parquet.metadata, plan.low, plan.high)
+            rows = parquet.read_row_groups(groups, columns=plan.schema.names)
+    numbers = rows[BLOCK]
+    if not _between(numbers, plan.low, plan.high):  # the scan's row filter
+        rows = rows.filter(pc.and_(pc.greater_equal(numbers, plan.low), pc.less_equal(numbers, plan.high)))
+    wanted = pa.schema([f.with_type(_widened(f.type, plan.schema.field(f.name).type)) for f in rows.schema])
+    return rows if wanted == rows.schema else rows.cast(wanted)
+
+
+def _between(numbers: pa.ChunkedArray, low: int, high: int) -> bool:
+    """Whether every number is in ``low..high`` (none null)."""
+    if numbers.null_count:
+        return False
+    span = pc.min_max(numbers)
+    return len(numbers) == 0 or bool(low <= span["min"].as_py() and span["max"].as_py() <= high)
+
+
+def _mostly_read(plan: _Plan, task: FileScanTask) -> bool:
+    """Whether the plan's columns are at least half of the file (by the manifest's column sizes)."""
+    sizes = task.file.column_sizes or {}
+    ids = [field.field_id for field in plan.scan.projection().fields]
+    return all(i in sizes for i in ids) and 2 * sum(sizes[i] for i in ids) >= task.file.file_size_in_bytes
+
+
+def _row_groups(metadata: pq.FileMetaData, low: int, high: int) -> list[int]:
+    """The row groups whose block number statistics overlap ``low..high`` (all without them)."""
+    column = next((j for j in range(metadata.num_columns) if metadata.schema.column(j).path == BLOCK), None)
+    groups = []
+    for i in range(metadata.num_row_groups):
+        stats = metadata.row_group(i).column(column).statistics if column is not None else None
+        if stats is not None and stats.has_min_max and (stats.max < low or stats.min > high):
+            continue
+        groups.append(i)
+    return groups
 
 
 def _by_name(physical: pa.Schema, scan: DataScan) -> bool:
@@ -377,14 +510,42 @@ def follow_pointers(store: DatasetStore, catalog: Catalog, *, namespace: str = C
                     tables: Callable[[Catalog, str, str], DatasetTable] | None = None) -> dict[str, int]:
     """Move each table's ``main`` to the snapshot of its dataset's current version (Postgres is
     the truth; Iceberg follows). Idempotent; run after every cutover and rollback, and at start.
-    Returns ``{dataset: snapshot}`` as set."""
-    open_table = tables or _chain_table
+    Returns ``{dataset: snapshot}`` as set. Each dataset's table is the one it was registered
+    with (``namespace``: where a dataset registered without one lives)."""
     pinned = store.pin()
     snapshots = store.snapshots(dict(pinned.pointers))
+    names = store.table_names()
     for dataset, snapshot in sorted(snapshots.items()):
-        open_table(catalog, namespace, dataset).set_main(snapshot)
+        space, _, name = names.get(dataset, f"{namespace}.{dataset}").rpartition(".")
+        if tables is not None and is_chain_dataset(dataset):
+            table = tables(catalog, space, name)
+        else:
+            table = DatasetTable(catalog, (space, name))
+        table.set_main(snapshot)
     return snapshots
+
+
+def is_chain_dataset(dataset: str) -> bool:
+    """A dataset with a contract in ``schemas/datasets`` (the chain's); any other is derived."""
+    return dataset in load_contracts()
+
+
+def derived_namespace(chain_space: str) -> str:
+    """The Iceberg namespace of an org's derived datasets, beside its chain namespace."""
+    return chain_space.removesuffix(CHAIN_NAMESPACE) + DERIVED_NAMESPACE
 
 
 def _chain_table(catalog: Catalog, namespace: str, dataset: str) -> DatasetTable:
     return ensure_table(catalog, namespace, dataset_contract(dataset))
+
+
+def _derived_table(catalog: Catalog, namespace: str, build: Build, write: Mapping[str, Any]) -> DatasetTable:
+    """A derived dataset's table, its contract taken from the schema of the run's first file and
+    the job's write spec (created, or evolved when the change is compatible: an incompatible one
+    is refused naming the column)."""
+    with_rows = [f for f in build.files if f.rows > 0] or list(build.files)
+    schema = read_schema(catalog, with_rows[0].uri)
+    key = tuple((write or {}).get("unique_key") or ())
+    # the key's uniqueness is checked at every commit (``_check_derived``); the columns keep the
+    # nullability the operator wrote (a SQL result's columns are nullable)
+    return ensure_table(catalog, namespace, derived_contract(build.dataset_id, schema, sort=key))

@@ -36,6 +36,7 @@ from dispatcher.datasets.pointers import (
     Change,
     PointerSet,
     RollbackRefused,
+    VersionNotFound,
     VersionState,
     plan_cutover,
     plan_rollback,
@@ -49,6 +50,7 @@ from tracekit.errors import ConfigError, TraceError
 
 _SQL = load_queries("dispatcher.sql", "datasets.sql")
 _RUNS = load_queries("dispatcher.sql", "runs.sql")
+_REMAT = load_queries("dispatcher.sql", "rematerialize.sql")
 Cursor = psycopg.Cursor[dict[str, Any]]
 TABLES = "the dataset tables"
 IDLE_S = 30.0  # a kept connection idle longer is replaced (the server or a proxy may have dropped it)
@@ -202,7 +204,7 @@ class DatasetStore:
                        failure: str | None = None, snapshot_id: int | None = None,
                        manifest: Mapping[str, Any] | None = None, block_range: tuple[int, int] | None = None,
                        cold_watermark: int | None = None, rows: int | None = None, bytes_: int | None = None,
-                       files: int | None = None) -> None:
+                       files: int | None = None, metadata: Mapping[str, Any] | None = None) -> None:
         """End a ``building`` version as ready, failed or abandoned (with what it holds)."""
         if state in (VersionState.BUILDING, VersionState.EXPIRED):
             raise ValueError("a version is finished as ready, failed or abandoned")
@@ -214,6 +216,7 @@ class DatasetStore:
                 "block_start": block_range[0] if block_range else None,
                 "block_end": block_range[1] if block_range else None, "cold_watermark": cold_watermark,
                 "rows": rows, "bytes": bytes_, "files": files,
+                "metadata": None if metadata is None else Jsonb(dict(metadata)),
             })
             if cur.fetchone() is None:
                 raise TraceError(f"{dataset_id} version {version} is not building (or does not exist)")
@@ -228,21 +231,41 @@ class DatasetStore:
     def cutover(self, versions: Mapping[str, int], *, actor: str, reason: str = "") -> Applied:
         """Move the pointers of ``versions`` (dataset -> version) at once, in one transaction."""
         with CUTOVER_SECONDS.labels("cutover").time(), self._transaction() as cur:
+            return self._cutover(cur, versions, actor, reason)
+
+    def cutover_rematerialization(self, remat_id: uuid.UUID, *, actor: str) -> Applied | None:
+        """Cut over every version a rematerialization built, in one transaction that also marks it
+        done; None (nothing changed) when it is no longer building or its DAG version is no
+        longer active (a deploy or a rollback superseded it)."""
+        with CUTOVER_SECONDS.labels("cutover").time(), self._transaction() as cur:
             cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
-            newest = _newest(cur, self.org)
-            datasets = sorted(versions)
-            cur.execute(_SQL.sql("candidates"), {"org": self.org, "datasets": datasets,
-                                                 "versions": [versions[d] for d in datasets]})
-            found = {(r["dataset_id"], int(r["version"])): Candidate(
-                r["dataset_id"], int(r["version"]), VersionState(r["state"]), r["failure"],
-                None if r["cold_watermark"] is None else int(r["cold_watermark"])) for r in cur.fetchall()}
-            cur.execute(_SQL.sql("active_dags"), {"org": self.org})
-            dags = {r["dag"]: int(r["version"]) for r in cur.fetchall()}
-            change = plan_cutover(newest, versions, found, dags)
-            if not change.changed and change.watermarks == newest.watermarks:
-                return Applied(newest.seq, (), newest.pointers)  # already current: a retry
-            seq = _write(cur, self.org, newest, change, "cutover", actor, reason)
-            return Applied(seq, change.changed, change.pointers)
+            cur.execute(_REMAT.sql("lock_one"), {"org": self.org, "remat": remat_id})
+            row = cur.fetchone()
+            if row is None or row["state"] != "building" or not row["active"]:
+                return None
+            built = {d: int(v) for d, v in row["built"].items()}
+            applied = self._cutover(cur, built, actor,
+                                    f"rematerialization {remat_id} of {row['dag']} v{row['dag_version']}")
+            cur.execute(_REMAT.sql("finish"), {"remat": remat_id, "state": "done", "reason": None,
+                                               "seq": applied.seq})
+            return applied
+
+    def _cutover(self, cur: Cursor, versions: Mapping[str, int], actor: str, reason: str) -> Applied:
+        cur.execute(_SQL.sql("lock_pointers"), {"org": self.org})
+        newest = _newest(cur, self.org)
+        datasets = sorted(versions)
+        cur.execute(_SQL.sql("candidates"), {"org": self.org, "datasets": datasets,
+                                             "versions": [versions[d] for d in datasets]})
+        found = {(r["dataset_id"], int(r["version"])): Candidate(
+            r["dataset_id"], int(r["version"]), VersionState(r["state"]), r["failure"],
+            None if r["cold_watermark"] is None else int(r["cold_watermark"])) for r in cur.fetchall()}
+        cur.execute(_SQL.sql("active_dags"), {"org": self.org})
+        dags = {r["dag"]: int(r["version"]) for r in cur.fetchall()}
+        change = plan_cutover(newest, versions, found, dags)
+        if not change.changed and change.watermarks == newest.watermarks:
+            return Applied(newest.seq, (), newest.pointers)  # already current: a retry
+        seq = _write(cur, self.org, newest, change, "cutover", actor, reason)
+        return Applied(seq, change.changed, change.pointers)
 
     def rollback(self, *, to_seq: int | None = None, actor: str, reason: str = "") -> Applied:
         """Restore an earlier pointer set (default: the one before the newest) with the DAG
@@ -346,4 +369,40 @@ class DatasetStore:
     def history(self, *, limit: int = 50) -> list[dict[str, Any]]:
         with self._transaction() as cur:
             cur.execute(_SQL.sql("history"), {"org": self.org, "limit": limit})
+            return list(cur.fetchall())
+
+    def table_names(self) -> dict[str, str]:
+        """Each registered dataset's Iceberg table (``namespace.name``)."""
+        return {r["dataset_id"]: r["table_name"] for r in self.datasets()}
+
+    def job_outputs(self, dag: str, dag_version: int) -> dict[str, dict[str, Any]]:
+        """The write spec (mode, unique key) of each dataset the DAG version's jobs write."""
+        with self._transaction() as cur:
+            cur.execute(_SQL.sql("job_outputs"), {"org": self.org, "dag": dag, "version": dag_version})
+            return {r["dataset"]: dict(r["write"] or {}) for r in cur.fetchall()}
+
+    # -- lineage ------------------------------------------------------------------------------
+
+    def version(self, dataset_id: str, version: int | None = None) -> dict[str, Any]:
+        """One version with its manifest (default: the current one); :class:`DatasetNotFound` for
+        an unknown dataset, :class:`VersionNotFound` for a version it does not have."""
+        with self._transaction() as cur:
+            cur.execute(_SQL.sql("dataset_exists"), {"org": self.org, "dataset": dataset_id})
+            if cur.fetchone() is None:
+                raise DatasetNotFound(f"no dataset {dataset_id!r} in org {self.org!r}")
+            current = _newest(cur, self.org).pointers.get(dataset_id)
+            wanted = current if version is None else version
+            row = None
+            if wanted is not None:
+                cur.execute(_SQL.sql("version"), {"org": self.org, "dataset": dataset_id, "version": wanted})
+                row = cur.fetchone()
+            if row is None:
+                what = "no current version" if version is None else f"no version {version}"
+                raise VersionNotFound(f"dataset {dataset_id!r} has {what}")
+            return {**row, "dataset_id": dataset_id, "current": row["version"] == current}
+
+    def consumers(self, dataset_id: str, version: int) -> list[dict[str, Any]]:
+        """The versions built from ``dataset_id`` ``version`` (their inputs name it)."""
+        with self._transaction() as cur:
+            cur.execute(_SQL.sql("consumers"), {"org": self.org, "dataset": dataset_id, "version": version})
             return list(cur.fetchall())

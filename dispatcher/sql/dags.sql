@@ -101,3 +101,11 @@ SELECT dag, version FROM state.dag_versions WHERE org_id = %s AND active ORDER B
 SELECT job, operator, max_concurrency, max_attempts, backoff_initial_ms, backoff_max_ms,
        backoff_multiplier, spec FROM state.dag_jobs
  WHERE org_id = %s AND dag = %s AND version = %s;
+
+-- name: versioned_datasets
+-- The datasets whose versions Trace keeps (a derived job reads only these: dispatcher/dag/rematerialize.py).
+SELECT dataset_id FROM state.datasets WHERE org_id = %(org)s;
+
+-- name: insert_rematerialization
+INSERT INTO state.rematerializations (remat_id, org_id, dag, dag_version, jobs)
+VALUES (%(remat)s, %(org)s, %(dag)s, %(version)s, %(jobs)s);

@@ -77,7 +77,8 @@ UPDATE state.dataset_versions
        block_end = coalesce(%(block_end)s, block_end),
        cold_watermark = coalesce(%(cold_watermark)s, cold_watermark),
        row_count = coalesce(%(rows)s, row_count), byte_count = coalesce(%(bytes)s, byte_count),
-       file_count = coalesce(%(files)s, file_count), finished_at = clock_timestamp()
+       file_count = coalesce(%(files)s, file_count), metadata = coalesce(%(metadata)s, metadata),
+       finished_at = clock_timestamp()
  WHERE org_id = %(org)s AND dataset_id = %(dataset)s AND version = %(version)s AND state = 'building'
 RETURNING version;
 
@@ -99,14 +100,15 @@ SELECT version, state, based_on, snapshot_id, manifest, block_start, block_end, 
   FROM state.dataset_versions WHERE org_id = %(org)s AND dataset_id = %(dataset)s AND version = %(version)s;
 
 -- name: run
-SELECT run_id, org_id, kind, dag, dag_version, state, params FROM state.runs
+SELECT run_id, org_id, kind, dag, dag_version, state, params, created_at, finished_at FROM state.runs
  WHERE org_id = %(org)s AND run_id = %(run)s;
 
 -- name: run_outputs
 -- The files the run's attempts committed (fenced at completion: no stale attempt's file is here).
 SELECT o.dataset_id, o.uri, o.rows, o.bytes, o.task_id::text AS task_id, o.attempt, o.block_start,
-       o.block_end, to_jsonb(o) ->> 'sha256' AS sha256
-  FROM state.task_outputs o WHERE o.org_id = %(org)s AND o.run_id = %(run)s
+       o.block_end, o.sha256, o.metadata, t.job
+  FROM state.task_outputs o JOIN state.tasks t USING (task_id)
+ WHERE o.org_id = %(org)s AND o.run_id = %(run)s
  ORDER BY o.dataset_id, o.block_start, o.uri;
 
 -- name: version_of_run
@@ -141,3 +143,15 @@ UPDATE state.run_commits SET state = %(state)s, attempts = attempts + 1, last_er
 
 -- name: commit_state
 SELECT state, attempts, last_error, versions FROM state.run_commits WHERE run_id = %(run)s;
+
+-- name: job_outputs
+-- The write spec of each dataset a DAG version's jobs write (a derived table's unique key).
+SELECT o ->> 'dataset' AS dataset, o -> 'write' AS write
+  FROM state.dag_jobs j, jsonb_array_elements(j.spec -> 'outputs') AS o
+ WHERE j.org_id = %(org)s AND j.dag = %(dag)s AND j.version = %(version)s;
+
+-- name: consumers
+-- Lineage downstream: the versions whose inputs name this dataset version.
+SELECT dataset_id, version, state, producer, created_at FROM state.dataset_versions
+ WHERE org_id = %(org)s AND inputs @> jsonb_build_object(%(dataset)s::text, %(version)s::bigint)
+ ORDER BY dataset_id, version;

@@ -110,9 +110,10 @@ UPDATE state.tasks SET state = 'queued', lease_owner = NULL, lease_expires_at = 
 
 -- name: insert_outputs
 INSERT INTO state.task_outputs (task_id, org_id, run_id, attempt, dataset_id, uri, rows,
-                                bytes, block_start, block_end, sha256)
+                                bytes, block_start, block_end, sha256, metadata)
 SELECT * FROM unnest(%s::uuid[], %s::text[], %s::uuid[], %s::int[], %s::text[],
-                     %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+                     %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
+                     %s::jsonb[])
 ON CONFLICT DO NOTHING;
 
 -- name: close_attempts

@@ -27,6 +27,7 @@ from dispatcher.worker import OPERATORS, DispatcherClient, Worker, WorkerEnv
 from dispatcher.worker.context import Operator
 from operators.cryo_ingest import chain_name
 from tests.integration.object_stores import TestStore
+from tracekit.iceberg import open_catalog
 from tracekit.objects import S3Config
 
 CHAIN_ID = 10143
@@ -101,8 +102,11 @@ class DispatcherStack:
                            idle_poll_s: float = 1.0) -> Worker:
         queue = await open_queue("pg", database_url=self.pg_url, visibility_s=5.0)
         client = DispatcherClient(self.base_url, WORKER_TOKEN)
+        warehouse, s3, pg_url = self.warehouse, self.s3, self.pg_url
+        catalog = None if warehouse is None else lambda: open_catalog(pg_url, warehouse, s3)
         env = WorkerEnv(store=self.objects.store, store_url=self.objects.url,
-                        rpc_urls={CHAIN_ID: rpc_url or self.rpc_url}, confirmations=0, wait_confirmed_s=5.0)
+                        rpc_urls={CHAIN_ID: rpc_url or self.rpc_url}, confirmations=0, wait_confirmed_s=5.0,
+                        open_catalog=catalog)
         worker = Worker(name or f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}", client, queue,
                         {**OPERATORS, **(operators or {})}, env, slots=slots, idle_poll_s=idle_poll_s)
         self.workers.append((worker, asyncio.create_task(worker.run()), queue))

@@ -46,7 +46,10 @@ V1_ENDPOINTS = {("POST", "/v1/backfills"), ("GET", "/v1/runs"), ("GET", "/v1/run
                 ("GET", "/v1/runs/{run_id}/outputs"), ("GET", "/v1/tasks/{task_id}"),
                 ("POST", "/v1/dags/{dag}/runs"), ("POST", "/v1/events"), ("GET", "/v1/datasets"),
                 ("GET", "/v1/datasets/pointers"), ("GET", "/v1/datasets/{dataset_id}/versions"),
-                ("POST", "/v1/datasets/cutover"), ("POST", "/v1/datasets/rollback")}
+                ("POST", "/v1/datasets/cutover"), ("POST", "/v1/datasets/rollback"),
+                ("GET", "/v1/datasets/{dataset_id}/versions/{version}"),
+                ("GET", "/v1/datasets/{dataset_id}/lineage"),
+                ("POST", "/v1/datasets/{dataset_id}/compact")}
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +135,8 @@ async def test_every_public_endpoint_needs_the_api_token(stack: DispatcherStack)
         assert endpoints == V1_ENDPOINTS
         missing = uuid.uuid4()
         for method, path in sorted(endpoints):
-            url = path.format(run_id=missing, task_id=missing, dag="nothing_deployed", dataset_id="nothing")
+            url = path.format(run_id=missing, task_id=missing, dag="nothing_deployed", dataset_id="nothing",
+                              version=1)
             body = {"/v1/backfills": BACKFILL, "/v1/events": {"name": "nobody.listens"},
                     "/v1/datasets/cutover": {"versions": {"nothing": 1}},
                     "/v1/datasets/rollback": {"to": 99}}.get(path)

@@ -36,6 +36,7 @@ def test_valid_files_print_ok(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         f"ok: dag good, 1 job ({tmp_path / 'good.yaml'})",
         "ok: dag backfill, 2 jobs (dispatcher/dags/backfill.yaml)",
+        "ok: dag compact, 1 job (dispatcher/dags/compact.yaml)",
         "ok: dag finalize, 1 job (dispatcher/dags/finalize.yaml)",  # shares the chain datasets with backfill
     ]
 
