@@ -80,6 +80,15 @@ async def insert_run(cur: psycopg.AsyncCursor[Any], *, org_id: str, kind: str, d
     return Submitted(run_id, created=True, tasks=created)
 
 
+async def pin_inputs(cur: psycopg.AsyncCursor[Any], org_id: str, datasets: Sequence[str]) -> dict[str, Any]:
+    """The current version of each of ``datasets`` that has one, as a run reads it:
+    ``{dataset: {"version", "snapshot_id", "table"}}`` (datasets Trace does not version are left out)."""
+    await cur.execute(_RUNS.sql("pin_inputs"), {"org": org_id, "datasets": list(datasets)})
+    rows = await cur.fetchall()
+    return {r[0]: {"version": int(r[1]), "snapshot_id": r[2], "table": r[3]} for r in
+            (tuple(row.values()) if isinstance(row, dict) else row for row in rows)}
+
+
 async def create_tasks(cur: psycopg.AsyncCursor[Any], org_id: str, run_id: uuid.UUID, dag: str,
                        dag_version: int, tasks: Sequence[NewTask]) -> list[uuid.UUID]:
     """The tasks of ``run_id`` (one already made for its job and event is skipped) and their

@@ -26,9 +26,18 @@ class NothingToRun(ConfigError):
     """The DAG has no job with a manual trigger."""
 
 
+class PinnedByDispatcher(ConfigError):
+    """A run's parameters named the input versions, which only the dispatcher pins."""
+
+
 async def start_manual_run(store: TaskStore, org_id: str, dag: str, params: Mapping[str, Any], *,
                            submitted_by: str, idempotency_key: str | None = None) -> Submitted:
-    """One task of each job of ``dag``'s active version that has a ``manual`` trigger."""
+    """One task of each job of ``dag``'s active version that has a ``manual`` trigger (the
+    datasets they read pinned at their current versions by the dispatcher: a caller cannot name
+    the versions or tables a run reads)."""
+    if "inputs" in params:
+        raise PinnedByDispatcher("params.inputs is set by the dispatcher (the current versions of the "
+                                 "datasets the jobs read); leave it out")
     version = (await store.active_versions(org_id)).get(dag)
     if version is None:
         raise NotFound(f"no DAG {dag!r} is deployed (trace dag deploy)")

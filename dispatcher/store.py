@@ -82,7 +82,16 @@ class TaskStore:
                             dag_version: int, params: Mapping[str, Any], submitted_by: str,
                             firings: Sequence[Firing], payload: Mapping[str, Any],
                             idempotency_key: str | None = None) -> Submitted:
-        """A run with one task per firing, in the caller's transaction (triggers, the API)."""
+        """A run with one task per firing, in the caller's transaction (triggers, the API). The
+        versioned datasets its jobs read are pinned at their current versions (``params.inputs``,
+        also in a payload carrying the params) unless the caller pinned them."""
+        reads = sorted({dataset for firing in firings for dataset in firing.job.reads})
+        if reads and "inputs" not in params:
+            pinned = await runs.pin_inputs(cur, org_id, reads)
+            if pinned:
+                params = {**params, "inputs": pinned}
+                if "params" in payload:
+                    payload = {**payload, "params": params}
         return await runs.insert_run(cur, org_id=org_id, kind=kind, dag=dag, dag_version=dag_version,
                                      params=params, submitted_by=submitted_by,
                                      tasks=runs.tasks_of(firings, payload), idempotency_key=idempotency_key)

@@ -215,8 +215,9 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
             opened[build.dataset_id] = (tables or _chain_table)(catalog, namespace, build.dataset_id)
         else:
             opened[build.dataset_id] = _derived_table(catalog, space, build, writes.get(build.dataset_id, {}))
+        everything = rebuild or _replaces(chain, writes.get(build.dataset_id))
         staged[build.dataset_id] = _stage(store, opened[build.dataset_id], build, run, inputs,
-                                          replace_all=rebuild)
+                                          replace_all=everything)
     if not staged:
         return Committed(run_id, {}, Applied(store.pin().seq, (), store.pin().pointers))
     chain_staged = {d: made for d, made in staged.items() if is_chain_dataset(d)}
@@ -242,6 +243,13 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
     applied = store.cutover(versions, actor="dispatcher", reason=f"{run['kind']} run {run_id}")
     follow_pointers(store, catalog, namespace=namespace, tables=tables)
     return Committed(run_id, versions, applied)
+
+
+def _replaces(chain: bool, write: Mapping[str, Any] | None) -> bool:
+    """Whether a run's version of a dataset replaces all its rows: a derived dataset written in
+    ``replace`` mode (a chain dataset's run replaces its block range; ``append`` adds rows, its
+    unique key checked)."""
+    return not chain and (write or {}).get("mode") == "replace"
 
 
 def pinned_inputs(params: Mapping[str, Any]) -> dict[str, int]:

@@ -68,3 +68,16 @@ SELECT count(*) AS queued FROM due;
 
 -- name: notify_commits
 NOTIFY trace_commits;
+
+-- name: pin_inputs
+-- The current version (newest pointer set) of each of these datasets, as a run pins it for reading.
+WITH newest AS (
+    SELECT pointers FROM state.dataset_pointer_sets WHERE org_id = %(org)s ORDER BY seq DESC LIMIT 1
+)
+SELECT v.dataset_id, v.version, v.snapshot_id, d.table_name
+  FROM newest, jsonb_each_text(newest.pointers) AS p(dataset_id, version)
+  JOIN state.dataset_versions v
+    ON v.org_id = %(org)s AND v.dataset_id = p.dataset_id AND v.version = p.version::bigint
+  JOIN state.datasets d ON d.org_id = v.org_id AND d.dataset_id = v.dataset_id
+ WHERE p.dataset_id = ANY(%(datasets)s::text[]) AND v.snapshot_id IS NOT NULL
+ ORDER BY v.dataset_id;

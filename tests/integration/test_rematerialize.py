@@ -224,8 +224,25 @@ async def test_deploys_rebuild_derived_datasets_and_cut_them_over_together(
     assert (store.pin().pointers["per_bucket"], store.pin().pointers["busiest"]) == (4, 3)
     assert _seen(stack) == _buckets(_node_blocks, 3)
 
-    # 4. SQL that fails: the rematerialization fails saying why, readers see what they saw
+    # a manual run of the DAG reads the versions current when it starts (pinned by the dispatcher,
+    # never by the caller); per_bucket appends with a unique key, so the same buckets again are
+    # refused by the commit's check: nothing of the run becomes current
     before = store.pin()
+    async with stack.api() as api:
+        r = await api.post("/v1/dags/analytics/runs", json={"params": {"inputs": {"blocks": {"version": 1}}}})
+        assert r.status_code == 422 and "params.inputs is set by the dispatcher" in r.text, r.text
+        r = await api.post("/v1/dags/analytics/runs", json={"params": {}})
+        assert r.status_code == 201, r.text
+        manual = str(r.json()["run_id"])
+    ran = await stack.wait_run(manual)
+    assert ran["state"] == "succeeded", ran
+    assert {d: pin["version"] for d, pin in ran["params"]["inputs"].items()} == {"blocks": 1, "per_bucket": 4}
+    refused = await stack.wait_commit(manual)
+    assert refused["state"] == "failed" and "per_bucket" in refused["last_error"], refused
+    assert "unique" in refused["last_error"] or "duplicate" in refused["last_error"], refused
+    assert store.pin().seq == before.seq
+
+    # 4. SQL that fails: the rematerialization fails saying why, readers see what they saw
     bad = await _deploy(stack, width=3, busiest="select no_such_column from per_bucket")
     assert bad.rematerialize == ("busiest",)
     failed = await _wait_remat(stack, bad.rematerialization)
