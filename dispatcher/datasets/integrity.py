@@ -205,8 +205,7 @@ def _duplicates(dataset: str, rows: pa.Table, key: Sequence[str]) -> list[Proble
 
 
 def _transaction_counts(blocks: pa.Table, transactions: pa.Table) -> list[Problem]:
-    counts = transactions.group_by(BLOCK).aggregate([([], "count_all")])
-    joined = _headers(blocks).join(counts, BLOCK, join_type="left outer")
+    joined = _with_counts(_headers(blocks), _per_block(transactions))
     rows = pc.fill_null(joined["count_all"], 0)
     wrong = joined.filter(pc.not_equal(rows, pc.cast(joined["n_transactions"], pa.int64()))).sort_by(BLOCK)
     listed = [Problem("transactions", "transaction count",
@@ -279,7 +278,31 @@ def _strictly_ascending(rows: pa.Table, key: Sequence[str]) -> bool:
 
 def _headers(blocks: pa.Table) -> pa.Table:
     """``block_number, n_transactions`` once per distinct pair (a duplicated block counts once)."""
-    return blocks.select([BLOCK, "n_transactions"]).group_by([BLOCK, "n_transactions"]).aggregate([])
+    headers = blocks.select([BLOCK, "n_transactions"])
+    if _strictly_ascending(headers, [BLOCK]):  # every pair once already, in the group-by's order
+        return headers
+    return headers.group_by([BLOCK, "n_transactions"]).aggregate([])
+
+
+def _with_counts(headers: pa.Table, counts: pa.Table) -> pa.Table:
+    """``headers`` left outer joined with ``counts`` (one row per block): each header's count
+    looked up by its block number (null: none, nor for a null number, as a join matches them)."""
+    if headers.schema.field(BLOCK).type != counts.schema.field(BLOCK).type:
+        return headers.join(counts, BLOCK, join_type="left outer")
+    at = pc.index_in(headers[BLOCK], value_set=counts[BLOCK].combine_chunks(), skip_nulls=True)
+    return headers.append_column("count_all", counts["count_all"].take(at))
+
+
+def _per_block(rows: pa.Table) -> pa.Table:
+    """``block_number, count_all``: the rows of each block, as ``group_by(block_number)`` counts
+    them; counted by runs when the block numbers are in order (the same table, faster)."""
+    numbers = rows[BLOCK].combine_chunks()
+    if len(numbers) == 0 or not _ascending(numbers):
+        return rows.group_by(BLOCK).aggregate([([], "count_all")])
+    runs = pc.run_end_encode(numbers, run_end_type=pa.int64())
+    ends = runs.run_ends
+    starts = pa.concat_arrays([pa.array([0], pa.int64()), ends.slice(0, len(ends) - 1)])
+    return pa.table({BLOCK: runs.values, "count_all": pc.subtract(ends, starts)})
 
 
 def _at(rows: pa.Table, heights: Sequence[int]) -> pa.Table:
