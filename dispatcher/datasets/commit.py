@@ -59,8 +59,8 @@ from dispatcher.datasets.node import node_blocks
 from dispatcher.datasets.pointers import VersionState
 from dispatcher.datasets.store import Applied, DatasetStore
 from tracekit import __version__
+from tracekit.datasets import PARTITION_COLUMN, derived_contract, load_contracts
 from tracekit.datasets import contract as dataset_contract
-from tracekit.datasets import derived_contract, load_contracts
 from tracekit.errors import TraceError
 from tracekit.iceberg import DatasetTable, ensure_table, read_schema
 
@@ -209,7 +209,8 @@ def commit_run(store: DatasetStore, catalog: Catalog, run_id: uuid.UUID, *,
     for build in builds:
         chain = is_chain_dataset(build.dataset_id)
         space = namespace if chain else derived_namespace(namespace)
-        store.ensure_dataset(build.dataset_id, table_name=f"{space}.{build.dataset_id}",
+        name = build.dataset_id if chain else derived_table_name(build.dataset_id)
+        store.ensure_dataset(build.dataset_id, table_name=f"{space}.{name}",
                              kind="chain" if chain else "derived")
         if chain:
             opened[build.dataset_id] = (tables or _chain_table)(catalog, namespace, build.dataset_id)
@@ -555,5 +556,15 @@ def _derived_table(catalog: Catalog, namespace: str, build: Build, write: Mappin
     schema = read_schema(catalog, with_rows[0].uri)
     key = tuple((write or {}).get("unique_key") or ())
     # the key's uniqueness is checked at every commit (``_check_derived``); the columns keep the
-    # nullability the operator wrote (a SQL result's columns are nullable)
-    return ensure_table(catalog, namespace, derived_contract(build.dataset_id, schema, sort=key))
+    # nullability the operator wrote (a SQL result's columns are nullable); a table partitioned by
+    # block range is sorted by block number first
+    sort = key if PARTITION_COLUMN not in schema.names else ()
+    contract = derived_contract(derived_table_name(build.dataset_id), schema, sort=sort)
+    return ensure_table(catalog, namespace, contract)
+
+
+def derived_table_name(dataset_id: str) -> str:
+    """The Iceberg table name of a derived dataset: its id in lower case, every character but
+    letters and digits an underscore (``monad.daily-volume`` -> ``monad_daily_volume``)."""
+    name = "".join(c if c.isascii() and c.isalnum() else "_" for c in dataset_id.lower())
+    return name if name[:1].isalpha() else f"d_{name}"

@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 PER_BUCKET = ("select block_number // {width} as bucket, count(*) as blocks, "
               "sum(n_transactions)::BIGINT as txs from blocks group by 1")
+TOP = "top.busiest"  # a dataset id with a dot: its table is derived.top_busiest
 BUSIEST = "select bucket, txs from per_bucket order by txs desc, bucket limit 1"
 
 
@@ -88,7 +89,7 @@ def _spec(org: str, width: int, *, busiest: str = BUSIEST) -> tuple[DagSpec, Dag
     data = {"dag": "analytics", "org": org, "jobs": [
         {"name": "busiest", "operator": "sql_transform", "activation": "reactive",
          "triggers": [{"manual": {}}], "inputs": ["per_bucket"],
-         "outputs": [{"dataset": "busiest", "write": {"mode": "replace"}}],
+         "outputs": [{"dataset": TOP, "write": {"mode": "replace"}}],
          "config": {"sql": busiest}},
         {"name": "per_bucket", "operator": "sql_transform", "activation": "reactive",
          "triggers": [{"manual": {}}], "inputs": ["blocks"],
@@ -171,16 +172,18 @@ async def test_deploys_rebuild_derived_datasets_and_cut_them_over_together(
     done = await _wait_remat(stack, first.rematerialization)
     assert done["state"] == "done", done
     pinned = store.pin()
-    assert (pinned.pointers["per_bucket"], pinned.pointers["busiest"]) == (1, 1)
+    assert (pinned.pointers["per_bucket"], pinned.pointers[TOP]) == (1, 1)
     assert done["pointer_seq"] == pinned.seq
-    assert set(store.history(limit=1)[0]["changed"]) == {"per_bucket", "busiest"}  # one pointer set
+    assert set(store.history(limit=1)[0]["changed"]) == {"per_bucket", TOP}  # one pointer set
     expected = _buckets(_node_blocks, 10)
     assert [(r["bucket"], r["blocks"], r["txs"]) for r in _rows(stack, "per_bucket")] == expected
     top = max(expected, key=lambda b: (b[2], -b[0]))
-    assert [(r["bucket"], r["txs"]) for r in _rows(stack, "busiest")] == [(top[0], top[2])]
+    assert [(r["bucket"], r["txs"]) for r in _rows(stack, TOP)] == [(top[0], top[2])]
+
+    assert store.table_names()[TOP] == f"{org}_derived.top_busiest"
 
     # each version records what it read: busiest v1 <- per_bucket v1 <- blocks v1
-    assert store.version("busiest", 1)["inputs"] == {"per_bucket": 1}
+    assert store.version(TOP, 1)["inputs"] == {"per_bucket": 1}
     assert store.version("per_bucket", 1)["inputs"] == {"blocks": 1}
     assert store.version("per_bucket", 1)["producer"]["jobs"] == ["per_bucket"]
 
@@ -196,16 +199,16 @@ async def test_deploys_rebuild_derived_datasets_and_cut_them_over_together(
     await _wait(per_bucket_built, "per_bucket v2 built")
     await _wait(lambda: _async(lambda: "busiest" in gate.waiting), "busiest held")
     assert store.version("per_bucket", 2)["state"] == "ready"
-    assert (store.pin().pointers["per_bucket"], store.pin().pointers["busiest"]) == (1, 1)
+    assert (store.pin().pointers["per_bucket"], store.pin().pointers[TOP]) == (1, 1)
     assert [(r["bucket"], r["blocks"], r["txs"]) for r in _rows(stack, "per_bucket")] == expected
 
     gate.opened.set()
     done = await _wait_remat(stack, second.rematerialization)
     assert done["state"] == "done", done
-    assert (store.pin().pointers["per_bucket"], store.pin().pointers["busiest"]) == (2, 2)
-    assert set(store.history(limit=1)[0]["changed"]) == {"per_bucket", "busiest"}
+    assert (store.pin().pointers["per_bucket"], store.pin().pointers[TOP]) == (2, 2)
+    assert set(store.history(limit=1)[0]["changed"]) == {"per_bucket", TOP}
     assert _seen(stack) == _buckets(_node_blocks, 5)
-    assert store.version("busiest", 2)["inputs"] == {"per_bucket": 2}
+    assert store.version(TOP, 2)["inputs"] == {"per_bucket": 2}
 
     # 3. a deploy superseded before it is built: none of its versions ever becomes current
     gate.opened.clear()
@@ -221,7 +224,7 @@ async def test_deploys_rebuild_derived_datasets_and_cut_them_over_together(
     assert third_versions == {"per_bucket": 3}
     history_rows = store.history(limit=50)
     assert all(row["pointers"].get("per_bucket") != 3 for row in history_rows)  # never current
-    assert (store.pin().pointers["per_bucket"], store.pin().pointers["busiest"]) == (4, 3)
+    assert (store.pin().pointers["per_bucket"], store.pin().pointers[TOP]) == (4, 3)
     assert _seen(stack) == _buckets(_node_blocks, 3)
 
     # a manual run of the DAG reads the versions current when it starts (pinned by the dispatcher,
@@ -251,10 +254,10 @@ async def test_deploys_rebuild_derived_datasets_and_cut_them_over_together(
 
     # lineage, through the API and the CLI: upstream to blocks, downstream from it
     async with stack.api() as api:
-        r = await api.get("/v1/datasets/busiest/lineage", params={"depth": 5})
+        r = await api.get(f"/v1/datasets/{TOP}/lineage", params={"depth": 5})
         assert r.status_code == 200, r.text
         tree = r.json()
-        assert (tree["dataset_id"], tree["version"], tree["current"]) == ("busiest", 3, True)
+        assert (tree["dataset_id"], tree["version"], tree["current"]) == (TOP, 3, True)
         (upstream,) = tree["inputs"]
         assert (upstream["dataset_id"], upstream["version"]) == ("per_bucket", 4)
         assert [(i["dataset_id"], i["version"]) for i in upstream["inputs"]] == [("blocks", 1)]
@@ -262,12 +265,12 @@ async def test_deploys_rebuild_derived_datasets_and_cut_them_over_together(
         r = await api.get("/v1/datasets/blocks/lineage", params={"version": 1})
         assert {(c["dataset_id"], c["version"]) for c in r.json()["consumers"]} >= {
             ("per_bucket", v) for v in (1, 2, 3, 4)}
-        assert (await api.get("/v1/datasets/busiest/lineage", params={"version": 99})).status_code == 404
+        assert (await api.get(f"/v1/datasets/{TOP}/lineage", params={"version": 99})).status_code == 404
         assert (await api.get("/v1/datasets/nope/lineage")).status_code == 404
         r = await api.get("/v1/datasets/per_bucket/versions/4")
         assert r.status_code == 200 and r.json()["inputs"] == {"blocks": 1}
     env = {**os.environ, "TRACE_DATABASE_URL": stack.pg_url}
-    shown = subprocess.run([sys.executable, "-m", "tracecli", "datasets", "lineage", "busiest", "--org", org,
+    shown = subprocess.run([sys.executable, "-m", "tracecli", "datasets", "lineage", TOP, "--org", org,
                             "--json"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["inputs"][0]["version"] == 4
