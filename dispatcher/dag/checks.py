@@ -22,6 +22,7 @@ from dispatcher.dag.job_spec import (
     UpstreamTrigger,
     walk_triggers,
 )
+from operators.sql_transform.gate import SqlRefused, check_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,34 @@ class JobView:
 
 
 def check_job_specs(jobs: Sequence[JobSpec]) -> list[Issue]:
-    """Issues across the (valid) jobs of a DAG, in file order."""
-    return check_jobs([JobView.of(index, job) for index, job in enumerate(jobs)], {job.name for job in jobs})
+    """Issues across the (valid) jobs of a DAG, in file order, then those of operator configs."""
+    views = [JobView.of(index, job) for index, job in enumerate(jobs)]
+    return [*check_jobs(views, {job.name for job in jobs}), *_sql_issues(jobs)]
+
+
+def _sql_issues(jobs: Sequence[JobSpec]) -> list[Issue]:
+    """A ``sql_transform`` job's SQL is checked when the file is (validate, diff, deploy), as its
+    worker will: one SELECT, decided on the parse tree, reading only the job's inputs."""
+    issues: list[Issue] = []
+    for index, job in enumerate(jobs):
+        if job.operator != "sql_transform":
+            continue
+        loc = ("jobs", index, "config", "sql")
+        sql = job.config.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            issues.append(Issue(loc, "sql_transform needs config.sql: one SELECT over the job's inputs"))
+            continue
+        try:
+            gated = check_sql(sql)
+        except SqlRefused as exc:
+            issues.append(Issue(loc, str(exc)))
+            continue
+        unread = [table for table in gated.tables if table not in job.inputs]
+        if unread:
+            listed = ", ".join(job.inputs) or "none"
+            issues.append(Issue(loc, f"the SQL reads {unread[0]!r}, which is not among the job's inputs "
+                                     f"({listed}): add it to inputs"))
+    return issues
 
 
 def check_jobs(jobs: Sequence[JobView], names: Collection[str]) -> list[Issue]:
