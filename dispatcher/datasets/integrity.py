@@ -154,13 +154,14 @@ def _differs(h: int, row: Mapping[str, Any] | None, theirs: NodeBlock | None) ->
 
 
 def _gaps(blocks: pa.Table, first: int, last: int) -> list[Problem]:
-    present = blocks[BLOCK].combine_chunks().cast(pa.int64())
+    present = blocks[BLOCK].cast(pa.int64())  # chunks as read: combining them copies for nothing
     if len(present) and not _within(present, first, last):
         present = present.filter(pc.and_(pc.greater_equal(present, first), pc.less_equal(present, last)))
     if not _ascending(present):
         present = present.take(pc.sort_indices(present))
     # a number present twice is a step of 0: only steps > 1 are gaps, so no need to deduplicate
-    numbers = pa.concat_arrays([pa.array([first - 1], pa.int64()), present, pa.array([last + 1], pa.int64())])
+    numbers = pa.chunked_array([pa.array([first - 1], pa.int64()), *present.chunks,
+                                pa.array([last + 1], pa.int64())], pa.int64())
     steps = pc.subtract(numbers.slice(1), numbers.slice(0, len(numbers) - 1))
     found = pc.indices_nonzero(pc.greater(steps, 1)).to_pylist()
     listed = [Problem("blocks", "gap", _missing(numbers[i].as_py() + 1, numbers[i + 1].as_py() - 1))
@@ -178,7 +179,7 @@ def _links(blocks: pa.Table, first: int, last: int, neighbours: pa.Table | None)
     chain = _in_block_order(chain, outside, first, last)
     if chain.num_rows < 2:
         return []
-    numbers, hashes, parents = (chain[c].combine_chunks() for c in columns)
+    numbers, hashes, parents = (chain[c] for c in columns)
     n = chain.num_rows
     adjacent = pc.equal(pc.subtract(numbers.slice(1), numbers.slice(0, n - 1)), 1)
     broken = pc.and_(adjacent, pc.not_equal(parents.slice(1), hashes.slice(0, n - 1)))
@@ -229,7 +230,7 @@ def _log_transactions(blocks: pa.Table, logs: pa.Table) -> list[Problem]:
 # ------------------------------------------------------------------------------- helpers
 
 
-def _within(numbers: pa.Array, first: int, last: int) -> bool:
+def _within(numbers: pa.Array | pa.ChunkedArray, first: int, last: int) -> bool:
     """Whether every number (none null) is in ``first..last``."""
     if numbers.null_count:
         return False
@@ -237,7 +238,7 @@ def _within(numbers: pa.Array, first: int, last: int) -> bool:
     return bool(first <= span["min"].as_py() and span["max"].as_py() <= last)
 
 
-def _ascending(numbers: pa.Array) -> bool:
+def _ascending(numbers: pa.Array | pa.ChunkedArray) -> bool:
     """Whether ``numbers`` (none null) never decrease: a stable sort would change nothing."""
     n = len(numbers)
     if numbers.null_count:
@@ -249,7 +250,7 @@ def _in_block_order(chain: pa.Table, outside: pa.Table, first: int, last: int) -
     """``chain`` then ``outside`` (only blocks ``first - 1`` and ``last + 1``) stably sorted by block
     number. When ``chain`` is in order already and within ``first..last``, that is block
     ``first - 1``, ``chain``, block ``last + 1``: no sort needed."""
-    numbers = chain[BLOCK].combine_chunks().cast(pa.int64())
+    numbers = chain[BLOCK].cast(pa.int64())
     if _ascending(numbers) and (len(numbers) == 0 or _within(numbers, first, last)):
         before = outside.filter(pc.equal(outside[BLOCK], first - 1))
         after = outside.filter(pc.equal(outside[BLOCK], last + 1))
@@ -263,7 +264,7 @@ def _strictly_ascending(rows: pa.Table, key: Sequence[str]) -> bool:
     n = rows.num_rows
     if n < 2:
         return True
-    columns = [rows[k].combine_chunks() for k in key]
+    columns = [rows[k] for k in key]
     if any(c.null_count or not (pa.types.is_integer(c.type) or pa.types.is_binary(c.type)
                                 or pa.types.is_large_binary(c.type) or pa.types.is_string(c.type)
                                 or pa.types.is_large_string(c.type)) for c in columns):
@@ -289,6 +290,8 @@ def _with_counts(headers: pa.Table, counts: pa.Table) -> pa.Table:
     looked up by its block number (null: none, nor for a null number, as a join matches them)."""
     if headers.schema.field(BLOCK).type != counts.schema.field(BLOCK).type:
         return headers.join(counts, BLOCK, join_type="left outer")
+    if headers[BLOCK].null_count == 0 and headers[BLOCK].equals(counts[BLOCK]):  # row for row
+        return headers.append_column("count_all", counts["count_all"])
     at = pc.index_in(headers[BLOCK], value_set=counts[BLOCK].combine_chunks(), skip_nulls=True)
     return headers.append_column("count_all", counts["count_all"].take(at))
 
@@ -296,13 +299,15 @@ def _with_counts(headers: pa.Table, counts: pa.Table) -> pa.Table:
 def _per_block(rows: pa.Table) -> pa.Table:
     """``block_number, count_all``: the rows of each block, as ``group_by(block_number)`` counts
     them; counted by runs when the block numbers are in order (the same table, faster)."""
-    numbers = rows[BLOCK].combine_chunks()
-    if len(numbers) == 0 or not _ascending(numbers):
+    numbers = rows[BLOCK]
+    n = len(numbers)
+    if n == 0 or not _ascending(numbers):
         return rows.group_by(BLOCK).aggregate([([], "count_all")])
-    runs = pc.run_end_encode(numbers, run_end_type=pa.int64())
-    ends = runs.run_ends
-    starts = pa.concat_arrays([pa.array([0], pa.int64()), ends.slice(0, len(ends) - 1)])
-    return pa.table({BLOCK: runs.values, "count_all": pc.subtract(ends, starts)})
+    firsts = pc.not_equal(numbers.slice(1), numbers.slice(0, n - 1))  # row i + 1 starts a block
+    firsts = pa.chunked_array([pa.array([True]), *firsts.chunks], pa.bool_())
+    starts = pc.indices_nonzero(firsts).cast(pa.int64())
+    ends = pa.concat_arrays([starts.slice(1), pa.array([n], pa.int64())])
+    return pa.table({BLOCK: numbers.filter(firsts).combine_chunks(), "count_all": pc.subtract(ends, starts)})
 
 
 def _at(rows: pa.Table, heights: Sequence[int]) -> pa.Table:
