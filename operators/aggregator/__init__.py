@@ -7,11 +7,14 @@
   converted to each dataset's contract (:mod:`.transform`) and encoded as Parquet files.
 - :mod:`.payload`: the task's payload (the run's batch, the job's datasets).
 
+The query service reads the hot rows above the cold watermark with :func:`read_hot` (the same
+reads and conversion, in its own transaction, without the finality checks).
+
 The dispatcher runs it from the built-in ``finalize`` DAG (``dispatcher/dags/finalize.yaml``) and
 commits each run's files as the batch's range of the chain datasets; see docs/finalization.md.
 """
 
-from operators.aggregator.aggregate import BatchFile, aggregate_batch
+from operators.aggregator.aggregate import BatchFile, aggregate_batch, read_hot
 from operators.aggregator.check import HotGap, HotInconsistent, HotNotReady, NotYetFinal
 from operators.aggregator.payload import AggregateConfig, AggregatePayload, FinalizeBatch
 from operators.aggregator.plan import (
@@ -45,4 +48,5 @@ __all__ = [
     "final_head",
     "next_batches",
     "prune_below",
+    "read_hot",
 ]

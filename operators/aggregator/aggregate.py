@@ -162,3 +162,24 @@ def aggregate_batch(database_url: str, chain_id: int, chain: str, batch: Batch, 
     :class:`~tracekit.errors.ConformError` when a value does not fit its contract."""
     hot = read_batch(database_url, chain_id, batch, datasets, finality_depth=finality_depth)
     return batch_files(chain, batch, {dataset: hot_table(dataset, hot[dataset]) for dataset in datasets})
+
+
+def read_hot(cur: Cursor[Any], chain_id: int, first: int, last: int,
+             datasets: Sequence[str]) -> dict[str, pa.Table]:
+    """The hot rows of blocks ``first..last`` of each of ``datasets``, in the caller's transaction
+    (the query service reads them in the REPEATABLE READ transaction that pins its versions),
+    each in its dataset's contract: canonical rows only (of the block hash ``hot.blocks`` holds at
+    their height), NOT checked for finality or gaps (what the hot tables hold now)."""
+    params = {"chain": chain_id, "first": first, "last": last}
+    blocks = copy_table(cur, _SQL.sql("blocks"), _READ["blocks"], params)
+    found: dict[str, pa.Table] = {}
+    keys = blocks.select(["block_number", "block_hash"])
+    for dataset in datasets:
+        if dataset == "blocks":
+            found[dataset] = hot_table(dataset, blocks.select(list(HOT_COLUMNS["blocks"])))
+            continue
+        rows = copy_table(cur, _SQL.sql(dataset), _READ[dataset], params)
+        if rows.num_rows:  # an orphaned block's rows a sink has not deleted yet are left out
+            rows = rows.join(keys, keys=["block_number", "block_hash"], join_type="inner")
+        found[dataset] = hot_table(dataset, rows.select(list(HOT_COLUMNS[dataset])))
+    return found
