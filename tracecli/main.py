@@ -24,6 +24,7 @@ from devstack.cli import up as stack_up
 from dispatcher.cli import backfill_app, dispatcher_app, event_app, worker_app
 from dispatcher.dag.cli import app as dag_app
 from dispatcher.datasets.cli import app as datasets_app
+from dispatcher.query.cli import app as query_app
 from operators.alert_route.cli import app as alerts_route_app
 from operators.block_follower.cli import app as follower_app
 from operators.devchain.cli import app as devchain_app
@@ -65,6 +66,7 @@ app.add_typer(backfill_app, name="backfill")
 app.add_typer(event_app, name="event")
 app.add_typer(dag_app, name="dag")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(query_app, name="query")
 
 
 @app.command()

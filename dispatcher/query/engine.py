@@ -51,6 +51,7 @@ from tracekit.datasets import contract, load_contracts
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError, TraceError
+from tracekit.objects import S3Config
 
 _SQL = load_queries("dispatcher.sql", "query.sql")
 CHAIN_VIEWS = ("blocks", "transactions", "logs", "traces", "transfers", "stake_changes")
@@ -383,3 +384,20 @@ _STATE_SCHEMAS: Mapping[str, pa.Schema] = {
                          ("summary", pa.string()), ("fired_at", pa.timestamp("us", tz="UTC")),
                          ("retracted_at", pa.timestamp("us", tz="UTC"))]),
 }
+
+
+def engine_of(database_url: str, org_id: str, chain_id: int, warehouse: str | None, s3: S3Config | None,
+              object_store: str | None, *, limits: Limits | None = None) -> QueryEngine:
+    """An engine over ``warehouse``'s tables (None: hot data and state views only) whose data
+    files it opens through ``object_store``'s filesystem (S3) or directly (a directory)."""
+    from tracekit.iceberg import open_catalog
+    from tracekit.objects_open import open_object_store
+
+    catalog = None if warehouse is None else (lambda: open_catalog(database_url, warehouse, s3))
+    remote = object_store is not None and "://" in object_store and not object_store.startswith("file:")
+
+    def filesystem() -> Any:
+        assert object_store is not None  # noqa: S101 - only passed when remote
+        return open_object_store(object_store, s3).pyarrow_filesystem()
+
+    return QueryEngine(database_url, org_id, chain_id, catalog, filesystem if remote else None, limits=limits)

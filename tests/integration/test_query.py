@@ -5,7 +5,11 @@ reorgs: tests/integration/test_finalize.py.)"""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -160,3 +165,38 @@ async def test_limits_refusals_and_org_scoping(
     theirs = QueryEngine(pg_url, other, chain_id, lambda: place.catalog)
     assert _rows(theirs.run("select label from labels")) == [{"label": "theirs"}]
     assert _rows(theirs.run("select count(*) as n from blocks")) == [{"n": 0}]  # no version of theirs
+
+
+async def test_the_cli_prints_a_table_and_writes_json_csv_parquet_that_load_back(
+        world: tuple[QueryEngine, DatasetStore, str, int], place: Place, pg_url: str, tmp_path: Path) -> None:
+    if place.s3 is not None:
+        pytest.skip("the CLI reads the same engine; its object store settings are tested with the directory")
+    _, store, org, chain_id = world
+    await _cold(place, pg_url, store, org, {(0, 9): blocks(0, 9)})
+    _hot_blocks(pg_url, chain_id, 10, 12, "cc")
+    env = {**os.environ, "TRACE_DATABASE_URL": pg_url, "TRACE_ORG_ID": org, "TRACE_CHAIN_ID": str(chain_id),
+           "TRACE_OBJECT_STORE": str(tmp_path / "objects")}
+    sql = "select block_number, block_hash from blocks where block_number >= 8 order by block_number"
+
+    def trace(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracecli", "query", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    shown = trace(sql)
+    assert shown.returncode == 0, shown.stderr
+    assert "block_number" in shown.stdout and "0x" + "cc" + f"{12:062x}" in shown.stdout
+    assert "5 row(s)" in shown.stderr and "pointer set 1, blocks v1" in shown.stderr
+    expected = [8, 9, 10, 11, 12]
+    as_json = trace(sql, "--format", "json")
+    assert [r["block_number"] for r in json.loads(as_json.stdout)] == expected
+    assert json.loads(as_json.stdout)[-1]["block_hash"] == "0x" + "cc" + f"{12:062x}"
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"rows.{fmt}"
+        done = trace(sql, "--format", fmt, "--output", str(out))
+        assert done.returncode == 0, done.stderr
+        loaded = pacsv.read_csv(out) if fmt == "csv" else pq.read_table(out)
+        assert loaded.column("block_number").to_pylist() == expected
+    refused = trace("select * from read_parquet('/etc/passwd')")
+    assert refused.returncode != 0 and "error:" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert trace(sql, "--format", "parquet").returncode != 0  # a file format needs --output
