@@ -22,7 +22,7 @@ from dispatcher.dag.job_spec import (
     UpstreamTrigger,
     walk_triggers,
 )
-from operators.sql_transform.gate import SqlRefused, check_sql
+from tracekit.sqlgate import SqlRefused, check_sql
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """sql_transform: a DAG job's derived dataset from one DuckDB SELECT over its input datasets.
 
-- :mod:`.gate` (pure): the SQL is one SELECT (or WITH ... SELECT), decided on sqlglot's parse
-  tree; which datasets and columns it reads.
+- the gate is the kernel's :mod:`tracekit.sqlgate` (pure): the SQL is one read-only SELECT (or
+  WITH ... SELECT), decided on sqlglot's parse tree; which datasets and columns it reads.
 - :mod:`.payload`: the job's config (``sql``, ``sort``) and the run's pinned inputs
   (``params.inputs``: dataset id -> version, Iceberg table, snapshot id).
 - :mod:`.transform` (no I/O): the SQL over Arrow tables in a locked-down in-memory DuckDB; the
@@ -12,7 +12,6 @@ The worker runs it as the ``sql_transform`` operator (``dispatcher/worker/operat
 "Derived datasets" in docs/dags.md.
 """
 
-from operators.sql_transform.gate import GatedSql, SqlRefused, check_sql
 from operators.sql_transform.payload import PinnedInput, TransformConfig, TransformParams, TransformPayload
 from operators.sql_transform.read import read_input, read_inputs, transform
 from operators.sql_transform.transform import (
@@ -25,15 +24,12 @@ from operators.sql_transform.transform import (
 )
 
 __all__ = [
-    "GatedSql",
     "PinnedInput",
     "ResultFile",
     "SqlFailed",
-    "SqlRefused",
     "TransformConfig",
     "TransformParams",
     "TransformPayload",
-    "check_sql",
     "contract_name",
     "read_input",
     "read_inputs",

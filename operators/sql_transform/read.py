@@ -2,7 +2,7 @@
 
 Each input is read at exactly its pinned snapshot (never ``main``: a version cut over, or one
 staged, while the run goes on does not change what it reads), with only the columns the SQL may
-use (:meth:`~operators.sql_transform.gate.GatedSql.columns`).
+use (:meth:`tracekit.sqlgate.GatedSql.columns`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from operators.sql_transform.gate import OPERATOR, GatedSql, check_sql
 from operators.sql_transform.payload import PinnedInput, TransformPayload
-from operators.sql_transform.transform import ResultFile, result_files, run_sql
+from operators.sql_transform.transform import OPERATOR, ResultFile, result_files, run_sql
 from tracekit.errors import CatalogError, ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable
 from tracekit.iceberg import DatasetTable
+from tracekit.sqlgate import GatedSql, SqlRefused, check_sql
 
 _OUTAGE_WORDS = ("NETWORK_CONNECTION", "curlCode", "Connection refused", "timed out", "SERVICE_UNAVAILABLE",
                  "SLOW_DOWN", "INTERNAL_FAILURE")
@@ -41,19 +41,25 @@ def read_input(catalog: Catalog, dataset_id: str, pin: PinnedInput, gated: Gated
 
 
 def read_inputs(catalog: Catalog, gated: GatedSql, pins: Mapping[str, PinnedInput]) -> dict[str, pa.Table]:
-    """Each table the SQL reads (as it spells it) -> its pinned rows; a table no pin names is a
-    :class:`~operators.sql_transform.gate.SqlRefused` naming it."""
-    named = gated.pinned(pins)
+    """Each table the SQL reads (as it spells it) -> its pinned rows; a table no pin names is an
+    ``unknown-table`` :class:`~tracekit.sqlgate.SqlRefused` naming it."""
+    try:
+        named = gated.resolve(pins, among="the task's pinned inputs", hint="list it in the job's inputs")
+    except SqlRefused as exc:
+        raise exc.about(OPERATOR) from exc
     return {table: read_input(catalog, dataset_id, pins[dataset_id], gated)
             for table, dataset_id in named.items()}
 
 
 def transform(catalog: Catalog, payload: TransformPayload, output: str) -> list[ResultFile]:
     """The task: gate the SQL, read its pinned inputs, run it, cut the result into ``output``'s
-    files. Errors are one line: :class:`~operators.sql_transform.gate.SqlRefused` and
-    :class:`~operators.sql_transform.transform.SqlFailed` (permanent
+    files. Errors are one line: :class:`~tracekit.sqlgate.SqlRefused` (the rule the SQL broke, and
+    where) and :class:`~operators.sql_transform.transform.SqlFailed` (permanent
     :class:`~tracekit.errors.ConfigError`), catalog and object-store errors."""
-    gated = check_sql(payload.config.sql)
+    try:
+        gated = check_sql(payload.config.sql)
+    except SqlRefused as exc:
+        raise exc.about(OPERATOR) from exc
     inputs = read_inputs(catalog, gated, payload.params.inputs)
     result = run_sql(gated, inputs)
     return result_files(output, result, payload.config.sort)

@@ -4,8 +4,9 @@
 down before the SQL runs: no file or network access (``enable_external_access=false``: no
 ``read_csv``, ``COPY``, ``ATTACH``, ``INSTALL``), no extension autoloading or autoinstalling, a
 memory limit, no spilling to disk, and the configuration locked so that the SQL cannot change any
-of it. DuckDB's own parser must agree with the gate that the SQL is one SELECT. A DuckDB error is
-one :class:`SqlFailed` line (DuckDB's message): permanent, the same SQL fails the same way.
+of it. DuckDB's own parser must agree with the gate (:mod:`tracekit.sqlgate`) that the SQL is one
+SELECT. A DuckDB error is one :class:`SqlFailed` line (DuckDB's message): permanent, the same SQL
+fails the same way.
 
 :func:`result_files` conforms the result to its :func:`~tracekit.datasets.derived_contract`
 (sorted by ``sort``, NULLs first) and encodes it as zstd Parquet: with a ``block_number`` column,
@@ -25,9 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.sql_transform.gate import OPERATOR, GatedSql, SqlRefused
 from tracekit.datasets import PARTITION_COLUMN, DatasetContract, conform, derived_contract
 from tracekit.errors import ConfigError
+from tracekit.sqlgate import GatedSql, SqlRefused
+
+OPERATOR: Final = "sql_transform"
 
 MEMORY_LIMIT: Final = "2GB"
 THREADS: Final = 2
@@ -74,7 +77,9 @@ def run_sql(gated: GatedSql, inputs: Mapping[str, pa.Table], *, memory_limit: st
             kinds = [statement.type for statement in statements]
             if kinds != [duckdb.StatementType.SELECT]:
                 shown = ", ".join(kind.name for kind in kinds) or "none"
-                raise SqlRefused(f"{OPERATOR}: DuckDB reads the SQL as statement(s) {shown}, not one SELECT")
+                raise SqlRefused("one-statement" if len(kinds) != 1 else "read-only",
+                                 f"DuckDB reads the SQL as statement(s) {shown}, not one SELECT",
+                                 subject=OPERATOR)
             return connection.sql(gated.sql).to_arrow_table()
         except duckdb.Error as exc:
             raise SqlFailed(f"{OPERATOR}: DuckDB: {_duckdb_line(exc)}") from exc

@@ -1,6 +1,6 @@
-"""sql_transform without services: the SQL gate (one SELECT / WITH ... SELECT, decided on the parse
-tree; every other statement refused and named), which tables and columns a query reads, the
-locked-down DuckDB run, the result cut into Parquet files per partition, and the payload."""
+"""sql_transform without services: the operator's use of the kernel's SQL gate (refusals led by
+``sql_transform:``; a table the task does not pin), the locked-down DuckDB run, the result cut into
+Parquet files per partition, and the payload. The gate itself: tests/unit/test_sqlgate.py."""
 
 from __future__ import annotations
 
@@ -11,114 +11,40 @@ import pyarrow.parquet as pq
 import pytest
 
 from operators.sql_transform import (
+    PinnedInput,
     SqlFailed,
-    SqlRefused,
     TransformPayload,
-    check_sql,
     contract_name,
+    read_inputs,
     result_files,
     run_sql,
+    transform,
 )
 from tracekit.errors import ConfigError, ContractError
+from tracekit.sqlgate import GatedSql, SqlRefused, check_sql
 
-# -- the gate ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("sql", [
-    "SELECT 1",
-    "SELECT block_number FROM blocks WHERE block_number > 5;",
-    "WITH per_day AS (SELECT timestamp // 86400 AS day FROM blocks) SELECT day, count(*) AS n FROM per_day "
-    "GROUP BY day",
-    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r",
-    "SELECT block_number FROM blocks UNION ALL SELECT block_number FROM transactions",
-    "(SELECT 1 AS x)",
-    "FROM blocks",
-    'SELECT t.token, sum(t.value_f64) AS volume FROM "monad.transfers" AS t GROUP BY ALL',
-    'SELECT * FROM "chain-a.blocks" b JOIN "chain-a.logs" l USING (block_number)',
-    "SELECT a FROM blocks QUALIFY row_number() OVER (ORDER BY block_number) = 1",
-    "SELECT 1 -- a comment; COPY blocks TO 'x'",
-    "SELECT 'COPY blocks TO ''x''; ATTACH ''y''' AS text",
-])
-def test_one_select_or_with_passes(sql: str) -> None:
-    assert check_sql(sql).sql == sql
+# -- the gate, as the operator uses it --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sql", "named"), [
-    ("COPY blocks TO '/tmp/x.csv'", "not COPY"),
-    ("ATTACH '/tmp/x.db' AS x", "not ATTACH"),
-    ("DETACH x", "not DETACH"),
-    ("INSTALL httpfs", "not INSTALL"),
-    ("LOAD httpfs", "not LOAD"),
-    ("PRAGMA version", "not PRAGMA"),
-    ("SET memory_limit = '100GB'", "not SET"),
-    ("RESET memory_limit", "not RESET"),
-    ("CREATE TABLE t AS SELECT 1", "not CREATE"),
-    ("CREATE SECRET s (TYPE s3, KEY_ID 'k', SECRET 's')", "not CREATE"),
-    ("INSERT INTO blocks SELECT * FROM blocks", "not INSERT"),
-    ("UPDATE blocks SET gas_used = 0", "not UPDATE"),
-    ("DELETE FROM blocks", "not DELETE"),
-    ("DROP TABLE blocks", "not DROP"),
-    ("ALTER TABLE blocks ADD COLUMN x INT", "not ALTER"),
-    ("DESCRIBE blocks", "not DESCRIBE"),
-    ("SHOW TABLES", "not SHOW"),
-    ("SUMMARIZE blocks", "not SUMMARIZE"),
-    ("EXPLAIN SELECT 1", "not EXPLAIN"),
-    ("CALL pragma_version()", "not CALL"),
-    ("USE memory", "not USE"),
-    ("CHECKPOINT", "not CHECKPOINT"),
-    ("WITH x AS (SELECT 1) INSERT INTO blocks SELECT * FROM x", "not INSERT"),
-])
-def test_every_other_statement_is_refused_and_named(sql: str, named: str) -> None:
+def test_a_refusal_names_the_operator_the_rule_and_where() -> None:
+    payload = TransformPayload.parse({"config": {"sql": "COPY blocks TO '/tmp/x.csv'"}})
     with pytest.raises(SqlRefused) as caught:
-        check_sql(sql)
-    message = str(caught.value)
-    assert message.startswith("sql_transform: only a SELECT (or WITH ... SELECT) is allowed, ")
-    assert named in message and "\n" not in message
+        transform(None, payload, "out")  # type: ignore[arg-type]  # refused before the catalog is used
+    assert str(caught.value) == ("sql_transform: refused (read-only) at 1:1: only a SELECT (or WITH ... "
+                                 "SELECT) is allowed, not COPY")
+    assert (caught.value.rule, caught.value.position) == ("read-only", (1, 1))
     assert isinstance(caught.value, ConfigError)  # permanent: the same SQL fails the same way
-
-
-@pytest.mark.parametrize(("sql", "message"), [
-    ("SELECT 1; SELECT 2", "the SQL holds 2 statements (SELECT, SELECT); give one SELECT"),
-    ("SELECT 1; COPY blocks TO 'x'", "the SQL holds 2 statements (SELECT, COPY); give one SELECT"),
-    ("", "the SQL holds no statement; give one SELECT"),
-    ("-- only a comment", "the SQL holds no statement; give one SELECT"),
-    ("SELEC 1", "the SQL does not parse: "),
-    ("SELECT * FROM read_parquet('/etc/x.parquet')", "table function READ_PARQUET('/etc/x.parquet') is not "
-                                                     "allowed"),
-    ("SELECT * FROM read_csv('/etc/passwd')", "table function "),
-    ("SELECT * FROM range(10)", "table function "),
-    ("SELECT * FROM monad.blocks", 'table monad.blocks is qualified by a schema; a dataset id with dots is '
-                                   'quoted: "monad.blocks"'),
-])
-def test_bad_sql_is_one_line_naming_the_problem(sql: str, message: str) -> None:
-    with pytest.raises(SqlRefused) as caught:
-        check_sql(sql)
-    assert str(caught.value).startswith(f"sql_transform: {message}")
-    assert "\n" not in str(caught.value)
-
-
-def test_the_gate_says_which_tables_and_columns_are_read() -> None:
-    gated = check_sql('WITH big AS (SELECT block_number, gas_used FROM "monad.blocks" WHERE gas_used > 0) '
-                      "SELECT b.block_number, count(*) AS n FROM big b JOIN logs USING (block_number) "
-                      "GROUP BY 1")
-    assert sorted(gated.tables) == ["logs", "monad.blocks"]  # the CTE is not an input
-    assert not gated.every_column
-    columns = ["block_number", "block_hash", "gas_used", "timestamp"]
-    assert gated.columns(columns) == ["block_number", "gas_used"]
-    assert check_sql("SELECT count(*) AS n FROM blocks").columns(columns) == ["block_number"]  # one, for rows
-    for sql in ("SELECT * FROM blocks", "SELECT b.* FROM blocks b", "SELECT COLUMNS('gas_.*') FROM blocks",
-                "SELECT x FROM blocks NATURAL JOIN logs", "SELECT b FROM blocks b",
-                "SELECT * EXCLUDE (timestamp) FROM blocks"):
-        assert check_sql(sql).columns(columns) == columns, sql
 
 
 def test_an_input_the_task_does_not_pin_is_named() -> None:
     gated = check_sql('SELECT count(*) AS n FROM "monad.blocks" JOIN Logs USING (block_number)')
-    assert gated.pinned({"monad.blocks", "logs"}) == {"monad.blocks": "monad.blocks", "Logs": "logs"}
+    pin = PinnedInput(version=1, table="chain.blocks", snapshot_id=1)
     with pytest.raises(SqlRefused) as caught:
-        gated.pinned({"monad.blocks"})
-    assert str(caught.value) == ("sql_transform: the SQL reads 'Logs', which the task does not pin (pinned "
-                                 "inputs: monad.blocks); list it in the job's inputs")
+        read_inputs(None, gated, {"monad.blocks": pin})  # type: ignore[arg-type]  # refused before reading
+    assert str(caught.value) == ("sql_transform: refused (unknown-table) at 1:47: the SQL reads 'Logs', "
+                                 "which is not among the task's pinned inputs (monad.blocks); list it in the "
+                                 "job's inputs")
+    assert caught.value.rule == "unknown-table"
 
 
 # -- the DuckDB run ---------------------------------------------------------------------------------
@@ -146,8 +72,6 @@ def test_the_sql_runs_over_the_inputs_by_their_dataset_ids() -> None:
 ])
 def test_duckdb_has_no_file_access_whatever_gets_past_the_gate(sql: str) -> None:
     """Run around the gate on purpose: DuckDB itself refuses to touch files."""
-    from operators.sql_transform.gate import GatedSql
-
     with pytest.raises(SqlFailed) as caught:
         run_sql(GatedSql(sql, (), frozenset(), True), {})
     assert str(caught.value).startswith("sql_transform: DuckDB: ")
@@ -155,10 +79,10 @@ def test_duckdb_has_no_file_access_whatever_gets_past_the_gate(sql: str) -> None
 
 
 def test_duckdb_refuses_what_its_own_parser_reads_as_another_statement() -> None:
-    from operators.sql_transform.gate import GatedSql
-
-    with pytest.raises(SqlRefused, match="DuckDB reads the SQL as statement"):
+    with pytest.raises(SqlRefused) as caught:
         run_sql(GatedSql("SELECT 1; PRAGMA version", (), frozenset(), True), {})
+    assert str(caught.value) == ("sql_transform: refused (one-statement): DuckDB reads the SQL as "
+                                 "statement(s) SELECT, PRAGMA, not one SELECT")
 
 
 def test_a_duckdb_error_is_one_line_with_duckdbs_message() -> None:
