@@ -24,7 +24,7 @@ from psycopg.errors import TransactionRollback
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dispatcher.api import datasets, internal, public
+from dispatcher.api import datasets, internal, public, query
 from dispatcher.api.deps import ApiConfig, Deps
 from dispatcher.api.deps import public as public_auth
 from dispatcher.backfill import ensure_backfill_dag
@@ -32,6 +32,7 @@ from dispatcher.catalog import PgJobCatalog
 from dispatcher.datasets.compact import ensure_compact_dag
 from dispatcher.datasets.finalize import ensure_finalize_dag
 from dispatcher.errors import NotAllowed, NotFound
+from dispatcher.query.engine import Limits, engine_of
 from dispatcher.store import TaskStore
 from dispatcher.views import Views
 from streams.alerts.subscribe import alert_stream
@@ -54,6 +55,15 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\\x00")[:2000]
 
 
+def query_service(config: ApiConfig, database_url: str) -> query.QueryService:
+    """The org's query engine over the hot tables of its chain and its warehouse (if any)."""
+    chain_id = config.finalize.chain_id if config.finalize is not None else next(iter(config.chains), 0)
+    limits = Limits(rows=config.query_rows, timeout_s=config.query_timeout_s)
+    engine = engine_of(database_url, config.org_id, chain_id, config.warehouse, config.s3,
+                       config.object_store, limits=limits)
+    return query.QueryService(engine, config.query_concurrency)
+
+
 def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = None) -> FastAPI:
     """The API. With ``config.database_url`` it opens its own pool (or uses ``pool``)."""
 
@@ -74,10 +84,13 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
                     await ensure_compact_dag(url, config.org_id)
                 catalog = PgJobCatalog(active)
                 store = TaskStore(active, catalog, lease=timedelta(seconds=config.lease_s))
-                app.state.deps = Deps(config, store, Views(active), catalog)
+                app.state.deps = Deps(config, store, Views(active), catalog, query_service(config, url))
                 app.state.audit_pool = active
             yield
         finally:
+            deps_made = getattr(app.state, "deps", None)
+            if isinstance(deps_made, Deps) and deps_made.query is not None:
+                deps_made.query.engine.close()
             if own and active is not None:
                 await active.close()
 
@@ -88,6 +101,7 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
     app.state.audit_pool = None
     app.include_router(public.router)
     app.include_router(datasets.router)
+    app.include_router(query.router)
     app.include_router(internal.router)
 
     @app.exception_handler(StarletteHTTPException)  # also Starlette's own: unknown route, unparsable body

@@ -42,6 +42,9 @@ class ApiConfig:
     rpc_urls: Mapping[int, str] = field(default_factory=dict)  # chain id -> JSON-RPC URL (integrity check)
     integrity_samples: int = 5  # heights of a committed range compared with the node
     finalize: FinalizeConfig | None = None  # hot -> cold finalization (with a warehouse); None: none
+    query_concurrency: int = 4  # queries of the org running at once (POST /v1/query); more wait, then 429
+    query_timeout_s: float = 30.0  # the most a synchronous query may run (a request may ask for less)
+    query_rows: int = 10_000  # the most rows a synchronous query returns (a request may ask for fewer)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Deps:
     store: TaskStore
     views: Views
     catalog: JobCatalog
+    query: Any = None  # the query engine (dispatcher.query.QueryService), made at start
 
 
 def deps(request: Request) -> Deps:

@@ -7,6 +7,7 @@ TRACE_DATABASE_URL, TRACE_OBJECT_STORE (and TRACE_S3_*), TRACE_CHAIN_ID, TRACE_O
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,7 +65,7 @@ def sql_command(
         raise ConfigError("--format parquet writes a file: add --output FILE")
     engine = engine_from(load_settings(), org, limits=Limits(rows=limit, timeout_s=timeout))
     try:
-        result = engine.run(sql, at=at)
+        result = engine.run(sql, at=at, actor=getpass.getuser(), door="cli")
     finally:
         engine.close()
     show(result, fmt, output)

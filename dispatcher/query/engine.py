@@ -39,18 +39,19 @@ import pyarrow.dataset as pads
 import sqlglot
 from psycopg import IsolationLevel
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from dispatcher.query.bounds import EVERYTHING, Range, block_bounds
 from operators.aggregator import DATASETS as HOT_DATASETS
-from operators.aggregator import read_hot
+from operators.aggregator import BadHotRow, read_hot
 from operators.sql_transform.gate import SqlRefused, check_sql
 from tracekit.datasets import contract, load_contracts
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
-from tracekit.errors import ConfigError, TraceError
+from tracekit.errors import ConfigError, ConformError, TraceError
 from tracekit.objects import S3Config
 
 _SQL = load_queries("dispatcher.sql", "query.sql")
@@ -138,10 +139,35 @@ class QueryEngine:
 
     # -- the one call ---------------------------------------------------------------------------
 
-    def run(self, sql: str, *, at: int | None = None, limits: Limits | None = None) -> QueryResult:
+    def run(self, sql: str, *, at: int | None = None, limits: Limits | None = None, actor: str = "",
+            door: str = "") -> QueryResult:
         """The rows of ``sql`` (at most ``limits.rows``); raises :class:`QueryRefused`,
-        :class:`QueryFailed` or :class:`QueryTimeout` (one line each)."""
-        limits = limits or self.limits
+        :class:`QueryFailed` or :class:`QueryTimeout` (one line each). With an ``actor``, the query
+        is written to ``state.query_log`` (what it read, rows, duration; or why it failed)."""
+        started = time.monotonic()
+        try:
+            result = self._run(sql, at, limits or self.limits)
+        except (QueryRefused, QueryFailed, QueryTimeout) as exc:
+            if actor:
+                status = {QueryRefused: "refused", QueryFailed: "failed", QueryTimeout: "timeout"}[type(exc)]
+                self._log(actor, door, sql, status, str(exc), None, time.monotonic() - started)
+            raise
+        if actor:
+            self._log(actor, door, sql, "ok", None, result, result.seconds)
+        return result
+
+    def _log(self, actor: str, door: str, sql: str, status: str, error: str | None,
+             result: QueryResult | None, seconds: float) -> None:
+        with connect(self.url, autocommit=True) as conn:
+            conn.execute(_SQL.sql("log"), {
+                "org": self.org, "actor": actor[:200], "door": door or "api", "sql": sql[:20_000],
+                "status": status, "error": error, "pointer_set": result.pointer_set if result else None,
+                "versions": Jsonb(dict(result.versions) if result else {}),
+                "datasets": list(result.views) if result else [],
+                "rows": result.table.num_rows if result else None,
+                "truncated": bool(result and result.truncated), "ms": seconds * 1000})
+
+    def _run(self, sql: str, at: int | None, limits: Limits) -> QueryResult:
         started = time.monotonic()
         try:
             gated = check_sql(sql)
@@ -224,7 +250,10 @@ class QueryEngine:
             if first > last:
                 pinned.hot[name] = contract(name).arrow_schema().empty_table()
                 continue
-            pinned.hot[name] = read_hot(cur, self.chain_id, first, last, [name])[name]
+            try:
+                pinned.hot[name] = read_hot(cur, self.chain_id, first, last, [name])[name]
+            except (ConformError, BadHotRow) as exc:
+                raise QueryFailed(f"the hot rows of {name} do not fit its contract: {exc}") from exc
 
     def _pin_state(self, cur: Any, pinned: _Pinned, reads: Sequence[str]) -> None:
         for name in reads:

@@ -35,7 +35,16 @@ def _hex(chunk: pa.Array) -> pa.Array:
 
 
 def json_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The rows as JSON-ready dicts: binary as ``0x`` hex, whole decimals (DuckDB's ``SUM`` of
+    integers) as exact integers (within 64 bits), other decimals as exact strings."""
     rows: list[dict[str, Any]] = hex_binary(table).to_pylist()
+    decimals = [f.name for f in table.schema if pa.types.is_decimal(f.type)]
+    for row in rows:
+        for name in decimals:
+            value = row[name]
+            if value is not None:
+                whole = value == value.to_integral_value() and abs(value) < 2**63
+                row[name] = int(value) if whole else str(value)  # beyond 64 bits: exact text
     return rows
 
 

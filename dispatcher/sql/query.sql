@@ -28,3 +28,9 @@ SELECT address, label, source FROM state.address_labels WHERE org_id = %(org)s;
 SELECT alert_id, rule_id, rule_version, tier, severity, chain_id, block_number, block_hash, event_type,
        summary, fired_at, retracted_at
   FROM state.alerts WHERE org_id = %(org)s;
+
+-- name: log
+INSERT INTO state.query_log (org_id, actor, door, sql, status, error, pointer_set, versions, datasets, rows,
+                             truncated, duration_ms)
+VALUES (%(org)s, %(actor)s, %(door)s, %(sql)s, %(status)s, %(error)s, %(pointer_set)s, %(versions)s,
+        %(datasets)s, %(rows)s, %(truncated)s, %(ms)s);

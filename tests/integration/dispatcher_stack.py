@@ -124,7 +124,7 @@ class DispatcherStack:
 
 @contextlib.asynccontextmanager
 async def running_dispatcher(pg_url: str, objects: TestStore | Path, rpc_url: str, *, lease_s: float = 2.0,
-                             warehouse: str | None = None, s3: S3Config | None = None
+                             warehouse: str | None = None, s3: S3Config | None = None, **config: Any
                              ) -> AsyncIterator[DispatcherStack]:
     """``objects``: a store (the org's files go under ``ORG/`` in it) or a directory (``DIR/ORG``).
     ``warehouse`` (``s3://BUCKET/PREFIX`` with ``s3``, or a ``file://`` directory): the dispatcher
@@ -138,7 +138,7 @@ async def running_dispatcher(pg_url: str, objects: TestStore | Path, rpc_url: st
     port = free_port()
     config = ApiConfig(api_token=API_TOKEN, worker_token=WORKER_TOKEN, task_secret=b"k" * 32,
                        database_url=pg_url, org_id=org, chains={CHAIN_ID: chain_name(CHAIN_ID)},
-                       lease_s=lease_s, warehouse=warehouse, s3=s3, rpc_urls={CHAIN_ID: rpc_url})
+                       lease_s=lease_s, warehouse=warehouse, s3=s3, rpc_urls={CHAIN_ID: rpc_url}, **config)
     queue = await open_queue("pg", database_url=pg_url)
     stop = asyncio.Event()
     serving = asyncio.create_task(serve_dispatcher(config, queue, host="127.0.0.1", port=port,

@@ -49,7 +49,7 @@ V1_ENDPOINTS = {("POST", "/v1/backfills"), ("GET", "/v1/runs"), ("GET", "/v1/run
                 ("POST", "/v1/datasets/cutover"), ("POST", "/v1/datasets/rollback"),
                 ("GET", "/v1/datasets/{dataset_id}/versions/{version}"),
                 ("GET", "/v1/datasets/{dataset_id}/lineage"),
-                ("POST", "/v1/datasets/{dataset_id}/compact")}
+                ("POST", "/v1/datasets/{dataset_id}/compact"), ("POST", "/v1/query")}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ async def test_every_public_endpoint_needs_the_api_token(stack: DispatcherStack)
                               version=1)
             body = {"/v1/backfills": BACKFILL, "/v1/events": {"name": "nobody.listens"},
                     "/v1/datasets/cutover": {"versions": {"nothing": 1}},
-                    "/v1/datasets/rollback": {"to": 99}}.get(path)
+                    "/v1/datasets/rollback": {"to": 99}, "/v1/query": {"sql": "select 1 as one"}}.get(path)
             for headers in ({}, _auth("wrong"), _auth(WORKER_TOKEN), {"Authorization": API_TOKEN},
                             {"Authorization": f"Basic {API_TOKEN}"}):
                 r = await http.request(method, url, json=body, headers=headers)
