@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +49,7 @@ _READ: Final[Mapping[str, pa.Schema]] = {
     dataset: hot_schema({**HOT_TYPES[dataset], **_EXTRA.get(dataset, {})}) for dataset in DATASETS}
 # Postgres' CSV: NULL is an unquoted empty field, an empty text a quoted one; booleans are t / f
 _PARSE: Final = pacsv.ParseOptions(newlines_in_values=True)
+_UNQUOTED: Final = pacsv.ParseOptions(newlines_in_values=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,21 +64,33 @@ class BatchFile:
     data: bytes
 
 
-def copy_table(cur: Cursor[Any], statement: bytes, schema: pa.Schema, params: Mapping[str, Any]) -> pa.Table:
-    """The rows of ``statement`` (``COPY (...) TO STDOUT (FORMAT csv)``) as an Arrow table of
-    ``schema`` (its columns in the statement's order)."""
+def copy_bytes(cur: Cursor[Any], statement: bytes, params: Mapping[str, Any]) -> bytearray:
+    """What ``statement`` (``COPY ... TO STDOUT``) sends."""
     data = bytearray()
     with cur.copy(statement, params) as copy:
         for block in copy:
             data += block
+    return data
+
+
+def parse_csv(data: bytearray, schema: pa.Schema) -> pa.Table:
+    """Postgres' CSV (``data``) as an Arrow table of ``schema`` (its columns in the CSV's order)."""
     if not data:
         return schema.empty_table()
     return pacsv.read_csv(
-        pa.py_buffer(data), parse_options=_PARSE,
+        pa.py_buffer(data),
+        # a value holding a newline is quoted: without quotes pyarrow may cut blocks at any newline
+        parse_options=_PARSE if data.find(b'"') >= 0 else _UNQUOTED,
         read_options=pacsv.ReadOptions(column_names=schema.names, block_size=CSV_BLOCK_BYTES),
         convert_options=pacsv.ConvertOptions(
             column_types=schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
             true_values=["t"], false_values=["f"]))
+
+
+def copy_table(cur: Cursor[Any], statement: bytes, schema: pa.Schema, params: Mapping[str, Any]) -> pa.Table:
+    """The rows of ``statement`` (``COPY (...) TO STDOUT (FORMAT csv)``) as an Arrow table of
+    ``schema`` (its columns in the statement's order)."""
+    return parse_csv(copy_bytes(cur, statement, params), schema)
 
 
 def rows_per_block(table: pa.Table) -> dict[int, int]:
@@ -96,37 +110,48 @@ def canonical_rows(table: pa.Table, batch: Batch, hashes: pa.Array) -> pa.Table:
     return table.filter(keep)  # an orphaned block's rows a sink has not deleted yet
 
 
+def _hot_rows(data: bytearray, dataset: str, batch: Batch, hashes: pa.Array) -> pa.Table:
+    return canonical_rows(parse_csv(data, _READ[dataset]), batch, hashes).select(list(HOT_COLUMNS[dataset]))
+
+
 def read_batch(database_url: str, chain_id: int, batch: Batch, datasets: Sequence[str], *,
                finality_depth: int) -> dict[str, pa.Table]:
     """The hot rows of ``batch`` for each of ``datasets``, checked: Arrow tables of the columns of
-    ``HOT_COLUMNS`` (typed as :func:`~operators.aggregator.transform.hot_schema` reads them)."""
+    ``HOT_COLUMNS`` (typed as :func:`~operators.aggregator.transform.hot_schema` reads them).
+    While Postgres sends a table, the one before is parsed (and its canonical rows kept) in a
+    thread beside; the checks then run in dataset order."""
     params = {"chain": chain_id, "first": batch.start, "last": batch.end}
-    with connect(database_url) as conn:
-        conn.isolation_level = IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(_SQL.sql("head"), params)
-            row: tuple[Any, ...] | None = cur.fetchone()
-            head = None if row is None else row[0]
-            final = final_head(None if head is None else int(head), finality_depth)
-            if final is None or batch.end > final:
-                raise NotYetFinal(f"the batch {batch} of chain {chain_id} is not final: the hot head is "
-                                  f"{head}, final blocks are {finality_depth} below it; tried again later")
-            blocks = copy_table(cur, _SQL.sql("blocks"), _READ["blocks"], params)
-            numbers = blocks["block_number"].to_pylist()
-            check_blocks(chain_id, batch, list(zip(numbers, blocks["block_hash"].to_pylist(),
-                                                   blocks["parent_hash"].to_pylist(), strict=True)))
-            tables = {"blocks": blocks.select(list(HOT_COLUMNS["blocks"]))}
-            hashes = blocks["block_hash"].combine_chunks()
-            counts = {"transactions": dict(zip(numbers, blocks["tx_count"].to_pylist(), strict=True)),
-                      "logs": dict(zip(numbers, blocks["log_count"].to_pylist(), strict=True))}
-            for dataset in datasets:
-                if dataset == "blocks":
-                    continue
-                table = copy_table(cur, _SQL.sql(dataset), _READ[dataset], params)
-                tables[dataset] = canonical_rows(table, batch, hashes).select(list(HOT_COLUMNS[dataset]))
-                if dataset in counts:
-                    check_found(chain_id, dataset, counts[dataset], rows_per_block(tables[dataset]))
+    parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-parse")
+    try:
+        with connect(database_url) as conn:
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_SQL.sql("head"), params)
+                row: tuple[Any, ...] | None = cur.fetchone()
+                head = None if row is None else row[0]
+                final = final_head(None if head is None else int(head), finality_depth)
+                if final is None or batch.end > final:
+                    raise NotYetFinal(f"the batch {batch} of chain {chain_id} is not final: the hot head "
+                                      f"is {head}, final blocks are {finality_depth} below it; tried again "
+                                      "later")
+                blocks = parse_csv(copy_bytes(cur, _SQL.sql("blocks"), params), _READ["blocks"])
+                numbers = blocks["block_number"].to_pylist()
+                check_blocks(chain_id, batch, list(zip(numbers, blocks["block_hash"].to_pylist(),
+                                                       blocks["parent_hash"].to_pylist(), strict=True)))
+                hashes = blocks["block_hash"].combine_chunks()
+                parsed = {dataset: parsing.submit(_hot_rows, copy_bytes(cur, _SQL.sql(dataset), params),
+                                                  dataset, batch, hashes)
+                          for dataset in datasets if dataset != "blocks"}
+        tables = {"blocks": blocks.select(list(HOT_COLUMNS["blocks"]))}
+        counts = {"transactions": dict(zip(numbers, blocks["tx_count"].to_pylist(), strict=True)),
+                  "logs": dict(zip(numbers, blocks["log_count"].to_pylist(), strict=True))}
+        for dataset, table in parsed.items():
+            tables[dataset] = table.result()
+            if dataset in counts:
+                check_found(chain_id, dataset, counts[dataset], rows_per_block(tables[dataset]))
+    finally:
+        parsing.shutdown(cancel_futures=True)
     return {dataset: tables[dataset] for dataset in datasets}
 
 
