@@ -26,7 +26,7 @@ order of the paths alternating by round):
 
 Prints rows/s (the rows of all five tables) of each path per round and their medians over
 ``--rounds``, aggregate_batch / bare copy (target >= 0.5), and the steps of one more
-aggregate_batch (read and checks, CSV parsing, conversion, encoding).
+aggregate_batch (read and checks, CSV parsing beside them, conversion, encoding).
 
     .venv/bin/python bench/finalize.py [--blocks 20000] [--batch 10000] [--rounds 3] [--store s3|dir]
 
@@ -354,8 +354,9 @@ def rate(rows: int, seconds: list[float]) -> float:
 
 def phases(url: str, batch: Batch) -> dict[str, float]:
     """One more ``aggregate_batch``, cut into its steps: the read in one transaction with the checks
-    (``read_batch``; of it, pyarrow.csv parsing), the conversion to the contracts (``hot_table``), the
-    Parquet encoding (``batch_files``). Seconds of each."""
+    (``read_batch``; pyarrow.csv parsing runs in a thread beside the reads, its seconds summed
+    apart), the conversion to the contracts (``hot_table``), the Parquet encoding
+    (``batch_files``). Seconds of each."""
     parsing = 0.0
     read_csv = pacsv.read_csv
 
@@ -378,8 +379,8 @@ def phases(url: str, batch: Batch) -> dict[str, float]:
         encoded = time.perf_counter()
     finally:
         pacsv.read_csv = read_csv
-    return {"read + checks": read - start, "of which CSV parsing": parsing, "conversion": converted - read,
-            "encoding": encoded - converted, "total": encoded - start}
+    return {"read + checks": read - start, "CSV parsing (beside the reads)": parsing,
+            "conversion": converted - read, "encoding": encoded - converted, "total": encoded - start}
 
 
 async def measure(url: str, store: ObjectStore, store_url: str, warehouse: str, s3: S3Config | None,
