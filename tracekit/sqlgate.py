@@ -53,6 +53,7 @@ _DUCKDB: Final = Dialect.get_or_raise(DIALECT)
 
 RULES: Final[Mapping[str, str]] = {
     "parse-error": "the SQL does not tokenize or parse",
+    "unicode-space": "a space that is not ASCII between the SQL's words (DuckDB may read it as a letter)",
     "no-statement": "the SQL holds no statement",
     "one-statement": "the SQL holds more than one statement",
     "read-only": "a statement that writes or changes the session, database or server",
@@ -121,6 +122,8 @@ _FILE_SUFFIXES: Final = frozenset({
     "zstd", "bz2", "xz", "lz4", "snappy", "arrow", "feather", "ipc", "avro", "orc", "xlsx", "xls", "db",
     "duckdb", "ddb", "sqlite", "sqlite3", "dat", "blob", "bin"})
 _PATH_CHARACTERS: Final = frozenset("/\\:*?[]{}~")
+_ASCII_SPACES: Final = frozenset(" \t\n\r\x0b\x0c")
+_UNKNOWN: Final = (1 << 30, 0)  # sorts a problem or table without a position last
 
 
 class SqlRefused(ConfigError):
@@ -198,6 +201,7 @@ def check_sql(sql: str, allowed_tables: Collection[str] | None = None) -> GatedS
     except Exception as exc:  # whatever trips the tokenizer is refused, never raised
         raise SqlRefused("parse-error", f"the SQL does not tokenize: {_one_line(exc)}",
                          fragment=sql[:60]) from exc
+    _check_spaces(sql, tokens)
     statements = _statement_tokens(tokens)
     if not statements:
         raise SqlRefused("no-statement", "the SQL holds no statement; give one SELECT")
@@ -223,6 +227,20 @@ def check_sql(sql: str, allowed_tables: Collection[str] | None = None) -> GatedS
     if len(trees) != 1:  # the statements were counted on the same tokens; kept as a guard
         raise SqlRefused("one-statement", f"the SQL holds {len(trees)} statements; give one SELECT")
     return _Gate(sql, tokens, allowed_tables).check(trees[0], _line_col(sql, start.start))
+
+
+def _check_spaces(sql: str, tokens: Sequence[Token]) -> None:
+    """Between tokens (whitespace and comments) only ASCII spaces: sqlglot reads every Unicode space
+    as one, DuckDB reads U+2028 or U+0085 as part of a name, and U+00A0 too after a ``$name``."""
+    end = 0
+    for token in [*tokens, None]:
+        start = len(sql) if token is None else token.start
+        for offset in range(end, start):
+            char = sql[offset]
+            if char.isspace() and char not in _ASCII_SPACES:
+                raise SqlRefused("unicode-space", f"U+{ord(char):04X} between the SQL's words is not a space "
+                                 "to DuckDB everywhere; use a plain space", position=_line_col(sql, offset))
+        end = start if token is None else token.end + 1
 
 
 def _statement_tokens(tokens: Sequence[Token]) -> list[list[Token]]:
@@ -262,6 +280,8 @@ class _Gate:
     def __init__(self, sql: str, tokens: Sequence[Token], allowed_tables: Collection[str] | None) -> None:
         self.sql = sql
         self.tokens = {token.start: token for token in tokens}
+        self.ordered = list(tokens)
+        self.order = {token.start: index for index, token in enumerate(tokens)}
         self.allowed = None if allowed_tables is None else {name.lower() for name in allowed_tables}
         self.problems: list[SqlRefused] = []
 
@@ -270,21 +290,25 @@ class _Gate:
             rule = "read-only" if isinstance(tree, _WRITE_NODES) else "select-only"
             raise SqlRefused(rule, f"only a SELECT (or WITH ... SELECT) is allowed, not {self._kind(tree)}",
                              position=start)
-        tables: list[str] = []
-        positions: list[tuple[int, int] | None] = []
+        read: list[tuple[tuple[int, int], str]] = []  # (where, name) of each table read
         aliases: set[str] = set()
         for node in tree.walk():
             if isinstance(node, exp.Table):
                 if isinstance(node.this, exp.Identifier):
                     aliases.update({node.name.lower(), node.alias_or_name.lower()})
                 name = self._table(node)
-                if name is not None and name not in tables:
-                    tables.append(name)
-                    positions.append(self._position(node))
+                if name is not None:
+                    read.append((self._position(node) or _UNKNOWN, name))
             else:
                 self._node(node)
         if self.problems:
-            raise min(self.problems, key=lambda problem: problem.position or (1 << 30, 0))
+            raise min(self.problems, key=lambda problem: problem.position or _UNKNOWN)
+        tables: list[str] = []
+        positions: list[tuple[int, int] | None] = []
+        for position, name in sorted(read):  # in the order of the text
+            if name not in tables:
+                tables.append(name)
+                positions.append(None if position == _UNKNOWN else position)
         identifiers = frozenset(node.name.lower() for node in tree.find_all(exp.Identifier))
         every_column = any(
             (isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count))
@@ -309,6 +333,9 @@ class _Gate:
         elif isinstance(node, exp.Identifier) and not node.quoted and node.name.lower() in _STATEMENT_WORDS:
             self._refuse("select-only", f"{node.name.upper()} is a statement to DuckDB, not a name; quote a "
                          f'column so named: "{node.name}"', node)
+        elif isinstance(node, exp.Values) and not self._parenthesized(node):
+            self._refuse("parse-error", "VALUES without parentheses: DuckDB reads VALUES as a table's name; "
+                         "write VALUES (...), (...)", node)
         elif isinstance(node, exp.Lateral) and not isinstance(node.this, (exp.Subquery, exp.Func)):
             self._refuse("table-function", "LATERAL takes a subquery", node)
         elif isinstance(node, exp.Func):
@@ -319,14 +346,20 @@ class _Gate:
 
     def _table(self, table: exp.Table) -> str | None:
         """The name a table reads (None: a CTE in scope, a function, or refused)."""
+        qualified = table.args.get("db") is not None or table.args.get("catalog") is not None
         if not isinstance(table.this, exp.Identifier):
-            if table.this is None:  # ROWS FROM (...), or what sqlglot could not name
+            if isinstance(table.this, exp.Func):
+                return None  # checked as a function
+            if qualified or isinstance(table.this, exp.Dot):  # a.b.c.d
+                self._refuse("qualified-name", f"{table.sql(dialect=DIALECT)} is qualified by a schema; name "
+                             "a view alone", table)
+            else:  # ROWS FROM (...), or what sqlglot could not name
                 self._refuse("table-function", "only a view's name, a subquery or range, generate_series "
                              "and unnest may be used as a table", table)
-            return None  # a function: checked as one
+            return None
         identifier = table.this
         name = identifier.name
-        if table.args.get("db") is not None or table.args.get("catalog") is not None:
+        if qualified:
             dotted = ".".join(part.name for part in table.parts)
             self._refuse("qualified-name", f"{table.sql(dialect=DIALECT)} is qualified by a schema; name a "
                          f'view alone (a dataset id with dots is quoted: "{dotted}")', table)
@@ -336,14 +369,15 @@ class _Gate:
             self._refuse("file-as-table", f"'{name}' is a string, which DuckDB reads as a file; name a view "
                          "(quoted with double quotes if need be)", table)
             return None
-        if _looks_like_file(name):
+        lower = name.lower()
+        allowed = self.allowed is not None and lower in self.allowed  # a view the caller made: DuckDB's first
+        if _looks_like_file(name) and not allowed:
             self._refuse("file-as-table", f'"{name}" looks like a file or URL, which DuckDB would read; name '
                          "a view", table)
             return None
-        lower = name.lower()
         if lower in _ctes_in_scope(table):
             return None
-        if self.allowed is not None and lower in self.allowed:
+        if allowed:
             return name
         if lower.startswith(_SYSTEM_PREFIXES):
             self._refuse("system-catalog", f"{name} is one of DuckDB's catalog views; query the views "
@@ -375,8 +409,8 @@ class _Gate:
         if names & _HARMLESS_FUNCTIONS:
             return
         if names & _FORBIDDEN_FUNCTIONS or any(n.startswith(_FORBIDDEN_PREFIXES) for n in names):
-            self._refuse("forbidden-function", f"{self._name(function)} reads files, the environment, "
-                         "settings or the catalog (or sleeps, or moves a sequence): not allowed", function)
+            self._refuse("forbidden-function", f"{self._name(function)} {_what_it_does(names)}; it is not "
+                         "allowed", function)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -395,6 +429,17 @@ class _Gate:
         token = self.tokens.get(function.meta.get("start", -1))
         return token.text if token is not None else (function.name if isinstance(function, exp.Anonymous)
                                                      else type(function).sql_names()[0].lower())
+
+    def _parenthesized(self, values: exp.Values) -> bool:
+        """Whether each row of ``values`` opens with a ``(`` (sqlglot also takes ``FROM VALUES x``,
+        where DuckDB reads a table named VALUES, for one row)."""
+        for row in values.expressions:
+            starts = [start for start in (n.meta.get("start") for n in row.walk()) if isinstance(start, int)]
+            if starts:
+                index = self.order.get(min(starts), 0)
+                if index == 0 or self.ordered[index - 1].token_type != TokenType.L_PAREN:
+                    return False
+        return True
 
     def _kind(self, node: exp.Expr) -> str:
         if isinstance(node, exp.Command):
@@ -420,6 +465,20 @@ class _Gate:
 
     def _refuse(self, rule: str, reason: str, node: exp.Expr) -> None:
         self.problems.append(self._refusal(rule, reason, node))
+
+
+def _what_it_does(names: set[str]) -> str:
+    if names & {"sleep_ms", "pg_sleep"}:
+        return "sleeps"
+    if names & {"nextval", "currval", "setval"}:
+        return "moves a sequence"
+    if names & {"getenv", "current_setting", "getvariable"}:
+        return "reads the environment or the settings"
+    if names & _SQL_FUNCTIONS or "json_serialize_plan" in names:
+        return "runs or plans SQL given as a string"
+    if names & _FILE_FUNCTIONS or any(name.startswith(("read_", "parquet_")) for name in names):
+        return "reads files"
+    return "reveals the database, its catalog or the server"
 
 
 def _looks_like_file(name: str) -> bool:
