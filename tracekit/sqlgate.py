@@ -8,8 +8,11 @@ the rule it broke (:data:`RULES`, a short stable id) and where: line and column 
 positions, or the offending fragment. The rules, each also inside subqueries, CTEs, set operations,
 lateral joins, scalar subqueries and ``VALUES``:
 
-- ``parse-error``: the SQL does not tokenize or parse; ``no-statement``: nothing but comments;
-  ``one-statement``: more than one statement (a ``;`` inside a comment or a string is not one).
+- ``parse-error``: the SQL does not tokenize or parse (also ``VALUES`` without parentheses);
+  ``no-statement``: nothing but comments; ``one-statement``: more than one statement (a ``;``
+  inside a comment or a string is not one).
+- ``unicode-space``: a space that is not ASCII between tokens (in comments too; strings and quoted
+  names may hold any): sqlglot reads it as a space, DuckDB not always (U+2028 is a letter to it).
 - ``read-only``: a statement that writes or changes the session, the database or the server
   (``COPY``, ``ATTACH``, ``INSTALL``, ``LOAD``, ``PRAGMA``, ``SET``, ``CALL``, DDL, DML, secrets,
   ``EXPORT``/``IMPORT DATABASE``, ``CHECKPOINT``, ``VACUUM``, transactions, ``SELECT ... INTO``,
@@ -30,9 +33,11 @@ lateral joins, scalar subqueries and ``VALUES``:
   catalog, sleeps, or moves a sequence (``getenv``, ``current_setting``, ``getvariable``,
   ``version``, ``json_serialize_plan``, ``nextval``, ``pg_*``, ``current_user``...).
 
-DuckDB's ``$name``, ``$1`` and ``?`` parameters are accepted. Names compare case-insensitively, as in
-DuckDB. :class:`GatedSql` says which tables the SQL reads (not CTEs) and which columns it may use,
-for reading inputs with only those columns. Pure; docs/sql-gate.md lists the rules with examples.
+DuckDB's ``$name``, ``$1`` and ``?`` parameters are accepted (not ``:name``: DuckDB has none).
+Names compare case-insensitively, as in DuckDB; a CTE name counts only where DuckDB binds it (after
+its definition, in its scope). The refusal nearest the start of the SQL is the one raised.
+:class:`GatedSql` says which tables the SQL reads (not CTEs) and which columns it may use, for
+reading inputs with only those columns. Pure; docs/sql-gate.md lists the rules with examples.
 """
 
 from __future__ import annotations
