@@ -1,8 +1,8 @@
 """The query service's engine: one user SELECT over views that span hot (Postgres) and cold
 (Iceberg) data as one table each, in an in-process DuckDB, one connection per query.
 
-1. **Gate** (:func:`tracekit.sqlgate`-style parse-tree rules, :mod:`operators.sql_transform.gate`):
-   exactly one read-only SELECT/WITH, over the views only.
+1. **Gate** (:func:`tracekit.sqlgate.check_sql`, on the parse tree): exactly one read-only
+   SELECT/WITH, over the views only; a refusal names its rule and where (docs/sql-gate.md).
 2. **Pin**, in ONE read-only REPEATABLE READ transaction (:func:`_pin`): the org's pointer set
    (the newest, or ``at``), the versions it names and their cold watermarks, and the hot rows above
    each chain dataset's boundary. Finalization prunes hot rows only after the cold version holding
@@ -47,12 +47,12 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from dispatcher.query.bounds import EVERYTHING, Range, block_bounds
 from operators.aggregator import DATASETS as HOT_DATASETS
 from operators.aggregator import BadHotRow, read_hot
-from operators.sql_transform.gate import SqlRefused, check_sql
 from tracekit.datasets import contract, load_contracts
 from tracekit.db import connect
 from tracekit.db.queries import load_queries
 from tracekit.errors import ConfigError, ConformError, TraceError
 from tracekit.objects import S3Config
+from tracekit.sqlgate import SqlRefused, check_sql
 
 _SQL = load_queries("dispatcher.sql", "query.sql")
 CHAIN_VIEWS = ("blocks", "transactions", "logs", "traces", "transfers", "stake_changes")
@@ -140,13 +140,14 @@ class QueryEngine:
     # -- the one call ---------------------------------------------------------------------------
 
     def run(self, sql: str, *, at: int | None = None, limits: Limits | None = None, actor: str = "",
-            door: str = "") -> QueryResult:
+            door: str = "", params: Mapping[str, Any] | None = None) -> QueryResult:
         """The rows of ``sql`` (at most ``limits.rows``); raises :class:`QueryRefused`,
-        :class:`QueryFailed` or :class:`QueryTimeout` (one line each). With an ``actor``, the query
-        is written to ``state.query_log`` (what it read, rows, duration; or why it failed)."""
+        :class:`QueryFailed` or :class:`QueryTimeout` (one line each). ``params`` bind DuckDB's
+        ``$name`` placeholders. With an ``actor``, the query is written to ``state.query_log`` (what
+        it read, rows, duration; or why it failed)."""
         started = time.monotonic()
         try:
-            result = self._run(sql, at, limits or self.limits)
+            result = self._run(sql, at, limits or self.limits, params)
         except (QueryRefused, QueryFailed, QueryTimeout) as exc:
             if actor:
                 status = {QueryRefused: "refused", QueryFailed: "failed", QueryTimeout: "timeout"}[type(exc)]
@@ -167,23 +168,19 @@ class QueryEngine:
                 "rows": result.table.num_rows if result else None,
                 "truncated": bool(result and result.truncated), "ms": seconds * 1000})
 
-    def _run(self, sql: str, at: int | None, limits: Limits) -> QueryResult:
+    def _run(self, sql: str, at: int | None, limits: Limits, params: Mapping[str, Any] | None) -> QueryResult:
         started = time.monotonic()
+        known = {*CHAIN_VIEWS, *STATE_VIEWS, *self._derived_names()}
         try:
-            gated = check_sql(sql)
+            gated = check_sql(sql, allowed_tables=known)
         except SqlRefused as exc:
             raise QueryRefused(str(exc)) from exc
         tree = sqlglot.parse_one(sql, read="duckdb")
-        derived = self._derived_names()
-        known = {*CHAIN_VIEWS, *STATE_VIEWS, *derived}
-        ctes = {cte.alias_or_name for cte in tree.find_all(sqlglot.exp.CTE)}
-        reads = sorted({t for t in gated.tables if t not in ctes})
-        unknown = [t for t in reads if t not in known]
-        if unknown:
-            raise QueryRefused(f"no view {unknown[0]!r}; the views are: {', '.join(sorted(known))}")
+        by_lower = {name.lower(): name for name in known}
+        reads = sorted({by_lower[t.lower()] for t in gated.tables if t.lower() in by_lower})
         bounds = block_bounds(tree, CHAIN_VIEWS) if isinstance(tree, sqlglot.exp.Expression) else {}
         pinned = self._pin(reads, bounds, at)
-        table, truncated = self._execute(sql, reads, pinned, limits)
+        table, truncated = self._execute(sql, reads, pinned, limits, params)
         versions = {d: v for d, v in pinned.versions.items() if d in reads}
         return QueryResult(table, truncated, pinned.seq, versions,
                            {d: pinned.boundaries.get(d) for d in reads if d in CHAIN_VIEWS},
@@ -329,8 +326,8 @@ class QueryEngine:
 
     # -- running ------------------------------------------------------------------------------------
 
-    def _execute(self, sql: str, reads: Sequence[str], pinned: _Pinned, limits: Limits
-                 ) -> tuple[pa.Table, bool]:
+    def _execute(self, sql: str, reads: Sequence[str], pinned: _Pinned, limits: Limits,
+                 params: Mapping[str, Any] | None = None) -> tuple[pa.Table, bool]:
         con = duckdb.connect(config={
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
             "memory_limit": limits.memory, "threads": limits.threads})
@@ -342,7 +339,7 @@ class QueryEngine:
             timer = threading.Timer(limits.timeout_s, con.interrupt)
             timer.start()
             try:
-                relation = con.sql(sql)
+                relation = con.sql(sql, params=dict(params)) if params else con.sql(sql)
                 if relation is None:
                     raise QueryFailed("the statement returned no rows")
                 reader = relation.to_arrow_reader(min(limits.rows + 1, 100_000))

@@ -32,10 +32,11 @@ from devstack.process import free_port
 from dispatcher.dag.errors import DatasetOwnedError
 from dispatcher.dag.loader import load_builtin_dag, parse_dag
 from dispatcher.dag.store import dataset_producers, deploy
+from dispatcher.query.engine import Limits, QueryEngine
 from operators.devchain.artifacts import token_artifact
 from tests.integration.pipeline import Pipeline, make_pipeline, rpc
 from tests.integration.test_transfer_sink import Harness
-from tracekit.iceberg import catalog_uri
+from tracekit.iceberg import catalog_uri, open_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
@@ -103,6 +104,8 @@ class Finalized:
         self.p = p
         self.warehouse = warehouse
         self._catalog: SqlCatalog | None = None
+        self.engine = QueryEngine(p.database_url, "default", p.chain_id,
+                                  lambda: open_catalog(p.database_url, warehouse.as_uri()))
 
     @property
     def catalog(self) -> SqlCatalog:
@@ -113,6 +116,7 @@ class Finalized:
         return self._catalog
 
     def close(self) -> None:
+        self.engine.close()
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
@@ -188,9 +192,39 @@ class Finalized:
                 return mark, blocks, txs, logs, transfers, hot_min
 
 
+def _through_the_views(engine: QueryEngine, upto: int) -> tuple[Blocks, Counts, Counts, Transfers]:
+    """What the query service's views (hot and cold as one table each) hold of 0..upto."""
+    limits = Limits(rows=1_000_000, timeout_s=60)
+    blocks = {r["block_number"]: (_hex(r["block_hash"]), _hex(r["parent_hash"])) for r in engine.run(
+        f"select block_number, block_hash, parent_hash from blocks where block_number <= {upto}",
+        limits=limits).table.to_pylist()}
+    counts = []
+    for view in ("transactions", "logs"):
+        sql = f"select block_number, count(*) as n from {view} where block_number <= {upto} group by 1"
+        rows = engine.run(sql, limits=limits).table.to_pylist()
+        counts.append({r["block_number"]: r["n"] for r in rows})
+    transfers = {(r["block_number"], r["log_index"]): (
+        _hex(r["block_hash"]), _hex(r["transaction_hash"]), _hex(r["erc20"]), _hex(r["from_address"]),
+        _hex(r["to_address"]), int(r["value_string"])) for r in engine.run(
+        "select block_number, log_index, block_hash, transaction_hash, erc20, from_address, to_address,"
+        f" value_string from transfers where block_number <= {upto}", limits=limits).table.to_pylist()}
+    return blocks, counts[0], counts[1], transfers
+
+
 def _problems(node: Node, union: Finalized, upto: int, final: int) -> tuple[int | None, list[str]]:
-    """The watermark, and how the union of cold and hot differs from the node at 0..upto."""
-    mark, blocks, txs, logs, transfers, hot_min = union.read(upto)
+    """The watermark, and how the union of cold and hot differs from the node at 0..upto, read
+    by hand (pyiceberg below the watermark, Postgres above) and through the query service's views."""
+    mark, problems = _differences(node, union.read(upto), upto, final)
+    seen = _through_the_views(union.engine, upto)
+    _, through_views = _differences(node, (mark, *seen, None), upto, final)
+    return mark, problems + [f"(views) {p}" for p in through_views]
+
+
+Read = tuple[int | None, Blocks, Counts, Counts, Transfers, int | None]
+
+
+def _differences(node: Node, read: Read, upto: int, final: int) -> tuple[int | None, list[str]]:
+    mark, blocks, txs, logs, transfers, hot_min = read
     want_blocks, want_txs, want_logs, want_transfers = node.chain(upto, final)
     problems = [f"block {n}: {blocks.get(n)} != node {want_blocks[n]} (watermark {mark})"
                 for n in range(upto + 1) if blocks.get(n) != want_blocks[n]]
