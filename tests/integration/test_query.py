@@ -200,3 +200,22 @@ async def test_the_cli_prints_a_table_and_writes_json_csv_parquet_that_load_back
     assert refused.returncode != 0 and "error:" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert trace(sql, "--format", "parquet").returncode != 0  # a file format needs --output
+
+
+README_QUERIES = [  # README.md's "Query" section, as a newcomer pastes them
+    "select block_number, n_transactions, gas_used from blocks order by block_number desc limit 10",
+    "select erc20, count(*) as transfers, sum(value_f64) as volume from transfers where block_number >= 1000"
+    " group by erc20 order by transfers desc limit 5",
+    "with minted as (select block_number, sum(case action when 'mint' then value_f64"
+    " when 'burn' then -value_f64 else 0 end) as net from transfers group by 1)"
+    " select block_number, sum(net) over (order by block_number) as supply from minted order by block_number",
+]
+
+
+@pytest.mark.parametrize("sql", README_QUERIES)
+async def test_the_readme_queries_run(sql: str, world: tuple[QueryEngine, DatasetStore, str, int],
+                                      place: Place, pg_url: str) -> None:
+    engine, store, org, _ = world
+    await _cold(place, pg_url, store, org, {(0, 9): blocks(0, 9)})
+    result = engine.run(sql)
+    assert result.table.num_columns >= 2
