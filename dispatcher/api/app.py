@@ -102,6 +102,7 @@ def create_app(config: ApiConfig, *, pool: AsyncConnectionPool[Any] | None = Non
     app.include_router(public.router)
     app.include_router(datasets.router)
     app.include_router(query.router)
+    app.include_router(query.catalog_router)
     app.include_router(internal.router)
 
     @app.exception_handler(StarletteHTTPException)  # also Starlette's own: unknown route, unparsable body

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from dispatcher.api.deps import D, Public, problem
 from dispatcher.api.models import Problem
 from dispatcher.protocol import RequestBody
+from dispatcher.query.describe import describe, search
 from dispatcher.query.engine import Limits, QueryEngine, QueryFailed, QueryRefused, QueryTimeout
 from dispatcher.query.output import json_rows
 
@@ -83,3 +84,37 @@ async def run_query(body: QueryRequest, d: D, actor: Public) -> QueryAnswer:
         rows=json_rows(result.table),
         truncated=result.truncated, pointer_set=result.pointer_set, versions=dict(result.versions),
         boundaries=dict(result.boundaries), seconds=round(result.seconds, 4))
+
+
+catalog_router = APIRouter(prefix="/v1/catalog", tags=["query"], responses={401: {"model": Problem}})
+
+
+class CatalogColumn(BaseModel):
+    name: str
+    type: str
+    description: str
+
+
+class CatalogEntry(BaseModel):
+    name: str
+    kind: str
+    description: str
+    columns: list[CatalogColumn]
+    current_version: int | None
+    pointer_set: int
+    rows: int
+    block_range: list[int] | None
+    cold_watermark: int | None
+    chain_head: int | None
+    blocks_behind_head: int | None
+
+
+@catalog_router.get("", response_model=list[CatalogEntry],
+                    summary="What the org can query: each view's columns, version, rows, freshness")
+async def catalog(d: D, _: Public,
+                  q: Annotated[str | None, Query(max_length=200)] = None) -> list[CatalogEntry]:
+    service: QueryService | None = d.query
+    if service is None:
+        raise problem(503, "unavailable", "the query service is not running here")
+    entries = await asyncio.to_thread(describe, service.engine)
+    return [CatalogEntry(**e) for e in (search(entries, q) if q else entries)]

@@ -163,6 +163,35 @@ def lineage_(dataset: Annotated[str, typer.Argument(help="The dataset")], versio
                                                   for c in consumers) or "nothing yet"), highlight=False)
 
 
+@app.command("search")
+def search_(word: Annotated[str, typer.Argument(help="A word of a name, description or column")],
+            org: OrgOption = "default", as_json: JsonOption = False) -> None:
+    """What you can query: the views whose name, description or columns hold WORD, with their
+    current version, rows, block range and freshness (blocks behind the chain head)."""
+    from dispatcher.query.cli import engine_from
+    from dispatcher.query.describe import describe, search
+
+    engine = engine_from(load_settings(), org)
+    try:
+        found = search(describe(engine), word)
+    finally:
+        engine.close()
+    if as_json:
+        typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not found:
+        typer.echo(f"nothing matches {word!r}")
+        return
+    table = Table("view", "kind", "version", "rows", "blocks", "behind head", "description",
+                  title=f"views of {org} matching {word!r}")
+    for e in found:
+        blocks = "" if e["block_range"] is None else f"{e['block_range'][0]}..{e['block_range'][1]}"
+        version, behind = e["current_version"], e["blocks_behind_head"]
+        table.add_row(e["name"], e["kind"], "" if version is None else str(version), str(e["rows"]), blocks,
+                      "" if behind is None else str(behind), e["description"][:80])
+    Console().print(table)
+
+
 @app.command("history")
 def history(org: OrgOption = "default",
             limit: Annotated[int, typer.Option(min=1, help="Newest first, at most")] = 20) -> None:

@@ -34,3 +34,10 @@ INSERT INTO state.query_log (org_id, actor, door, sql, status, error, pointer_se
                              truncated, duration_ms)
 VALUES (%(org)s, %(actor)s, %(door)s, %(sql)s, %(status)s, %(error)s, %(pointer_set)s, %(versions)s,
         %(datasets)s, %(rows)s, %(truncated)s, %(ms)s);
+
+-- name: catalog_datasets
+SELECT dataset_id, kind, table_name, description FROM state.datasets WHERE org_id = %(org)s;
+
+-- name: chain_head
+-- The newest head the follower saw of the chain (its cursor), for freshness.
+SELECT coalesce(head_number, block_number) AS head FROM state.follower_cursor WHERE chain_id = %(chain)s;

@@ -49,7 +49,7 @@ V1_ENDPOINTS = {("POST", "/v1/backfills"), ("GET", "/v1/runs"), ("GET", "/v1/run
                 ("POST", "/v1/datasets/cutover"), ("POST", "/v1/datasets/rollback"),
                 ("GET", "/v1/datasets/{dataset_id}/versions/{version}"),
                 ("GET", "/v1/datasets/{dataset_id}/lineage"),
-                ("POST", "/v1/datasets/{dataset_id}/compact"), ("POST", "/v1/query")}
+                ("POST", "/v1/datasets/{dataset_id}/compact"), ("POST", "/v1/query"), ("GET", "/v1/catalog")}
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,12 @@ async def test_the_cli_prints_a_table_and_writes_json_csv_parquet_that_load_back
     assert refused.returncode != 0 and "error:" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert trace(sql, "--format", "parquet").returncode != 0  # a file format needs --output
+    search = [sys.executable, "-m", "tracecli", "datasets", "search", "hash", "--org", org, "--json"]
+    found = subprocess.run(search, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert found.returncode == 0, found.stderr
+    by_name = {e["name"]: e for e in json.loads(found.stdout)}
+    assert "blocks" in by_name and by_name["blocks"]["current_version"] == 1
+    assert by_name["blocks"]["rows"] == 13 and by_name["blocks"]["block_range"] == [0, 12]
 
 
 README_QUERIES = [  # README.md's "Query" section, as a newcomer pastes them

@@ -34,6 +34,8 @@ async def stack(pg_url: str, object_store: TestStore, on_demand_anvil: str) -> A
     async with running_dispatcher(pg_url, object_store, on_demand_anvil, warehouse=warehouse,
                                   s3=object_store.s3, query_concurrency=1, query_timeout_s=20.0) as running:
         yield running
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # the session's chain is other tests' too
+        conn.execute("DELETE FROM hot.blocks WHERE chain_id = %s AND block_number >= %s", (CHAIN_ID, FIRST))
 
 
 async def test_queries_answer_refuse_time_out_queue_and_are_logged(stack: DispatcherStack) -> None:
@@ -70,3 +72,37 @@ async def test_queries_answer_refuse_time_out_queue_and_are_logged(stack: Dispat
     statuses = [r[2] for r in rows]
     assert statuses == ["ok", "ok", "refused", "failed", "timeout", "ok"], rows
     assert rows[0] == ("api-token", "api", "ok", 1, ["blocks"])
+
+
+async def test_the_catalog_describes_every_view_and_searches(stack: DispatcherStack) -> None:
+    with psycopg.connect(stack.pg_url, autocommit=True) as conn:
+        before = conn.execute("SELECT block_number, block_hash, head_number FROM state.follower_cursor"
+                              " WHERE chain_id = %s", (CHAIN_ID,)).fetchone()
+        conn.execute("INSERT INTO state.follower_cursor (chain_id, block_number, block_hash, head_number)"
+                     " VALUES (%s, %s, 'x', %s) ON CONFLICT (chain_id) DO UPDATE SET head_number = %s,"
+                     " block_number = %s", (CHAIN_ID, FIRST + 39, FIRST + 45, FIRST + 45, FIRST + 39))
+    try:
+        await _catalog_checks(stack)
+    finally:  # the cursor of the session's chain as it was
+        with psycopg.connect(stack.pg_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM state.follower_cursor WHERE chain_id = %s", (CHAIN_ID,))
+            if before is not None:
+                conn.execute("INSERT INTO state.follower_cursor (chain_id, block_number, block_hash,"
+                             " head_number) VALUES (%s, %s, %s, %s)", (CHAIN_ID, *before))
+
+
+async def _catalog_checks(stack: DispatcherStack) -> None:
+    async with stack.api() as api:
+        r = await api.get("/v1/catalog")
+        assert r.status_code == 200, r.text
+        views = {e["name"]: e for e in r.json()}
+        assert set(views) >= {"blocks", "transactions", "logs", "traces", "transfers", "stake_changes",
+                              "prices", "labels", "alerts"}
+        blocks = views["blocks"]
+        assert blocks["kind"] == "chain" and blocks["current_version"] is None  # hot only in this org
+        assert {"name": "block_number", "type": "long", "description": "Block number"} in blocks["columns"]
+        assert blocks["block_range"][1] == FIRST + 39 and blocks["blocks_behind_head"] == 6
+        assert blocks["rows"] >= 40 and views["labels"]["kind"] == "state"
+        r = await api.get("/v1/catalog", params={"q": "erc20"})
+        assert [e["name"] for e in r.json()] == ["transfers"]  # a column's name
+        assert (await api.get("/v1/catalog", headers={"Authorization": "Bearer wrong"})).status_code == 401
