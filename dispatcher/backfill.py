@@ -10,14 +10,12 @@ one partition (the committer adds files to the tables as they are).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping
 
 from dispatcher.api.models import BackfillRequest
 from dispatcher.catalog import JobCatalog
-from dispatcher.dag.loader import load_builtin_dag
-from dispatcher.dag.store import deploy
+from dispatcher.dag.store import ensure_builtin_dag
 from dispatcher.runs import NewTask
 from dispatcher.store import TaskStore
 from operators.range_splitter import BadRange, SplitJob
@@ -36,9 +34,7 @@ class BackfillRefused(TraceError):
 async def ensure_backfill_dag(database_url: str, org_id: str) -> int:
     """Deploy the built-in backfill DAG for ``org_id`` unless its active version is this one;
     returns the active version."""
-    loaded = load_builtin_dag(DAG, org_id)
-    result = await asyncio.to_thread(deploy, database_url, loaded.spec, loaded.source, "trace")
-    return result.version
+    return await ensure_builtin_dag(database_url, DAG, org_id)
 
 
 async def active_version(store: TaskStore, org_id: str) -> int:

@@ -8,6 +8,7 @@ are in ``dispatcher/sql/dags.sql``; the tables in migration ``0006_dags.sql``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from dispatcher.dag.diff import DagDiff, diff, digest
 from dispatcher.dag.errors import DagError, DagNotFound, DagVersionNotFound, DatasetOwnedError
 from dispatcher.dag.job_spec import JobSpec
-from dispatcher.dag.loader import CHAIN_DAGS, DagSource
+from dispatcher.dag.loader import CHAIN_DAGS, DagSource, load_builtin_dag
 from dispatcher.dag.rematerialize import plan_rematerialization
 from dispatcher.dag.spec import SKIP_CHECKS, DagSpec
 from tracekit.db.queries import load_queries
@@ -238,6 +239,14 @@ def _rematerialize(cur: Cursor, spec: DagSpec, version: int, change: DagDiff
     cur.execute(_SQL.sql("insert_rematerialization"), {
         "remat": remat, "org": spec.org, "dag": spec.dag, "version": version, "jobs": list(jobs)})
     return jobs, remat
+
+
+async def ensure_builtin_dag(url: str, dag: str, org: str) -> int:
+    """Deploy the built-in DAG ``dag`` (``dispatcher/dags/<dag>.yaml``) for ``org`` unless its active
+    version is this one (a deploy of the same digest changes nothing); returns the active version."""
+    loaded = load_builtin_dag(dag, org)
+    result = await asyncio.to_thread(deploy, url, loaded.spec, loaded.source, "trace")
+    return result.version
 
 
 def rollback_to(url: str, org: str, dag: str, version: int) -> RollbackResult:

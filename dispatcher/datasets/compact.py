@@ -32,8 +32,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from pyiceberg.catalog import Catalog
 
-from dispatcher.dag.loader import load_builtin_dag
-from dispatcher.dag.store import deploy
+from dispatcher.dag.store import ensure_builtin_dag
 from dispatcher.datasets.store import DatasetNotFound, DatasetStore
 from dispatcher.runs import Submitted
 from dispatcher.store import TaskStore
@@ -70,9 +69,7 @@ class CompactUnavailable(TraceError):
 async def ensure_compact_dag(database_url: str, org_id: str) -> int:
     """Deploy the built-in compact DAG for ``org_id`` unless its active version is this one;
     returns the active version."""
-    loaded = load_builtin_dag(DAG, org_id)
-    result = await asyncio.to_thread(deploy, database_url, loaded.spec, loaded.source, "trace")
-    return result.version
+    return await ensure_builtin_dag(database_url, DAG, org_id)
 
 
 @dataclass(frozen=True, slots=True)

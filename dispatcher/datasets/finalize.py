@@ -33,8 +33,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.catalog import active_versions
-from dispatcher.dag.loader import load_builtin_dag
-from dispatcher.dag.store import deploy
+from dispatcher.dag.store import ensure_builtin_dag
 from dispatcher.datasets.store import DatasetStore
 from dispatcher.store import TaskStore
 from dispatcher.trigger_book import Firing
@@ -66,9 +65,7 @@ class FinalizeConfig:
 async def ensure_finalize_dag(database_url: str, org_id: str) -> int:
     """Deploy the built-in finalize DAG for ``org_id`` unless its active version is this one;
     returns the active version."""
-    loaded = load_builtin_dag(DAG, org_id)
-    result = await asyncio.to_thread(deploy, database_url, loaded.spec, loaded.source, "trace")
-    return result.version
+    return await ensure_builtin_dag(database_url, DAG, org_id)
 
 
 # --------------------------------------------------------------------------- pure rules
